@@ -1,0 +1,133 @@
+"""One pass from tar bytes to a stored blob: diff_id, compression, digest, file.
+
+The uncompressed stream feeds the diff_id hash and the compressor; the
+compressed stream feeds the digest hash and a temp file in the blob
+directory, renamed to `blobs/sha256/<hex>` once complete.  Nothing is read
+twice.  Compression is deterministic:
+- gzip: zlib's own gzip wrapper (mtime 0, no file name), one member;
+- zstd: libzstd with at least one worker thread: its output is the same for
+  any worker count >= 1 (it differs from single-threaded mode, never used).
+"""
+import hashlib
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+
+import zstandard
+
+from .errors import LayerpipeError
+
+MEDIA_TYPES = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    "none": "application/vnd.oci.image.layer.v1.tar",
+}
+DEFAULT_LEVELS = {"gzip": 6, "zstd": 3, "none": 0}
+LEVEL_RANGES = {"gzip": (0, 9), "zstd": (1, 19), "none": (0, 0)}
+
+
+def default_blob_dir() -> str:
+    """$XDG_CACHE_HOME/layerpipe, else ~/.cache/layerpipe."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "layerpipe")
+
+
+def blob_path(blob_dir: str, digest: str) -> str:
+    return os.path.join(blob_dir, "blobs", "sha256", digest.split(":", 1)[1])
+
+
+def check_level(compression: str, level: int | None) -> int:
+    if compression not in MEDIA_TYPES:
+        raise LayerpipeError(f"unknown compression {compression!r} (gzip, zstd, none)")
+    if level is None:
+        return DEFAULT_LEVELS[compression]
+    low, high = LEVEL_RANGES[compression]
+    if not low <= level <= high:
+        raise LayerpipeError(f"--level for {compression} must be between {low} and {high}")
+    return level
+
+
+def _compressor(compression: str, level: int, threads: int):
+    if compression == "gzip":
+        return zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 9)
+    if compression == "zstd":
+        cctx = zstandard.ZstdCompressor(level=level, threads=max(1, threads), write_checksum=True)
+        return cctx.compressobj()
+    return None
+
+
+@dataclass
+class BlobInfo:
+    diff_id: str
+    digest: str
+    size: int
+    uncompressed_size: int
+    path: str
+    mediaType: str
+
+
+class BlobWriter:
+    """Takes tar bytes through write(); finish() stores the blob and describes it."""
+
+    def __init__(self, blob_dir: str, compression: str = "gzip", level: int | None = None, threads: int = 1):
+        self.compression = compression
+        self.level = check_level(compression, level)
+        self.dir = os.path.join(blob_dir, "blobs", "sha256")
+        os.makedirs(self.dir, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
+        self.file = os.fdopen(fd, "wb")
+        self.diff_hash, self.digest_hash = hashlib.sha256(), hashlib.sha256()
+        self.raw_size = self.size = 0
+        self.comp = _compressor(compression, self.level, threads)
+
+    def _store(self, data: bytes) -> None:
+        if data:
+            self.digest_hash.update(data)
+            self.file.write(data)
+            self.size += len(data)
+
+    def write(self, data: bytes) -> None:
+        self.diff_hash.update(data)
+        self.raw_size += len(data)
+        self._store(self.comp.compress(data) if self.comp else data)
+
+    def finish(self) -> BlobInfo:
+        if self.comp:
+            self._store(self.comp.flush())
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.chmod(self.tmp, 0o444)
+        digest = "sha256:" + self.digest_hash.hexdigest()
+        final = os.path.join(self.dir, digest.split(":", 1)[1])
+        os.replace(self.tmp, final)
+        return BlobInfo("sha256:" + self.diff_hash.hexdigest(), digest, self.size,
+                        self.raw_size, os.path.abspath(final), MEDIA_TYPES[self.compression])
+
+    def abort(self) -> None:
+        self.file.close()
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+
+def hash_file(path: str) -> tuple[str, int]:
+    """sha256 digest and size of the file at PATH."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return "sha256:" + h.hexdigest(), size
+
+
+def compress_bytes(data: bytes, compression: str) -> bytes:
+    """DATA compressed as BlobWriter would at the default level (small blobs)."""
+    comp = _compressor(compression, DEFAULT_LEVELS[compression], 1)
+    return comp.compress(data) + comp.flush() if comp else data
+
+
+def compression_of(media_type: str) -> str | None:
+    return next((c for c, m in MEDIA_TYPES.items() if m == media_type), None)

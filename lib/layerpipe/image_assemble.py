@@ -1,0 +1,232 @@
+"""image-assemble: tarred layer records in, an image out.
+
+Collects the layer records (base first, by index), adds a top layer for files
+outside the store (extrafiles), writes the image config and manifest
+(imageconfig) and the image as a Docker archive, an OCI layout directory or
+an OCI layout tar (formats/layout).  On stdout: the header, records it does
+not know, and one `image` record describing what it wrote (nothing on stdout
+when the image itself goes there with `-o -`).
+"""
+import hashlib
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import IO
+
+import typer
+
+from . import cli, extrafiles, imageconfig as ic
+from .blobs import MEDIA_TYPES, compress_bytes, compression_of
+from .errors import LayerpipeError, UsageError
+from .formats.layout import Layout, write_dir, write_tar
+from .layer_tar import source_date_epoch
+from .records import Record, RecordReader, RecordWriter, need, need_digest, need_path_list, need_size
+from .storepath import name_of
+
+PROG = "image-assemble"
+FORMATS = ("docker-archive", "oci", "oci-archive")
+MAX_LAYERS = 125
+DOCKER_MEDIA_TYPES = {MEDIA_TYPES["gzip"], MEDIA_TYPES["none"]}
+
+
+@dataclass
+class Options:
+    format: str = "docker-archive"
+    tags: list[str] = field(default_factory=list)
+    entrypoint: str | None = None
+    entrypoint_args: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    labels: list[str] = field(default_factory=list)
+    arch: str | None = None
+    symlinks: list[str] = field(default_factory=list)
+
+
+def check_layer(rec: Record) -> dict:
+    """A tarred layer record's descriptor fields, each checked; the blob must sit
+    at blobs/sha256/<hex of its digest> inside some blob directory."""
+    layer = {"index": need(rec, "index", int), "paths": need_path_list(rec, "paths", optional=True),
+             "digest": need_digest(rec, "digest"), "diff_id": need_digest(rec, "diff_id"),
+             "size": need_size(rec, "size"), "mediaType": need(rec, "mediaType", str),
+             "blob": need(rec, "blob", str)}
+    if layer["mediaType"] not in MEDIA_TYPES.values():
+        raise LayerpipeError(f"unsupported layer mediaType {layer['mediaType']!r}", rec.where)
+    blob = os.path.normpath(layer["blob"])
+    folder, hexname = os.path.split(blob)
+    if hexname != layer["digest"].split(":")[1] or not folder.endswith(os.path.join("blobs", "sha256")):
+        raise LayerpipeError("layer 'blob' must be <blob dir>/blobs/sha256/<hex of its digest>", rec.where)
+    return layer
+
+
+def collect(reader: RecordReader) -> tuple[list[dict], list[str], list[dict]]:
+    """(layers by index, root paths, records to pass through)."""
+    layers, roots, passed = [], [], []
+    for rec in reader:
+        if rec.type == "layer":
+            if "digest" not in rec.data:
+                raise LayerpipeError("layer record has no digest: run layer-tar before image-assemble", rec.where)
+            layers.append(check_layer(rec))
+        elif rec.type == "path":
+            if need(rec, "root", bool, optional=True, default=False):
+                roots.append(need(rec, "path", str))
+        else:
+            passed.append(rec.data)
+    if not layers:
+        raise LayerpipeError("no layer records in the input", reader.name)
+    layers.sort(key=lambda layer: layer["index"])
+    if [layer["index"] for layer in layers] != list(range(len(layers))):
+        raise LayerpipeError("layer indexes must run 0, 1, 2, ... without gaps or repeats", reader.name)
+    return layers, sorted(roots), passed
+
+
+def _profile(roots: list[str]) -> str | None:
+    return roots[0] if len(roots) == 1 else None
+
+
+def resolve_entrypoint(opts: Options, roots: list[str]) -> list[str] | None:
+    if not opts.entrypoint:
+        if opts.entrypoint_args:
+            raise UsageError("--entrypoint-arg needs --entrypoint")
+        return None
+    target = opts.entrypoint
+    if not target.startswith("/"):
+        profile = _profile(roots)
+        if profile is None:
+            raise UsageError(f"--entrypoint {target}: a relative entry point needs exactly one root "
+                             f"in the closure (found {len(roots)}); give an absolute path")
+        target = f"{profile}/{target}"
+    return [target, *opts.entrypoint_args]
+
+
+def default_tag(roots: list[str]) -> str:
+    """The roots' names joined with '-', shortened to 40 characters, tag latest."""
+    names = [name_of(r) for r in roots] or ["layerpipe"]
+    while len(names) > 1 and len("-".join(names)) > 40:
+        names.pop()
+    return ic.canonical_tag("-".join(names)[:40] + ":latest")
+
+
+def _history(layers: list[dict], created: str, top_comment: str) -> list[dict]:
+    history = [{"created": created, "created_by": "layerpipe layer-tar",
+                "comment": "store items: " + " ".join(layer["paths"])} for layer in layers]
+    history.append({"created": created, "created_by": "layerpipe image-assemble", "comment": top_comment})
+    return history
+
+
+def build_layout(layers: list[dict], roots: list[str], opts: Options) -> tuple[Layout, dict]:
+    if opts.format not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
+    if len(layers) + 1 > MAX_LAYERS:
+        raise LayerpipeError(f"{len(layers)} store layers and the top layer exceed {MAX_LAYERS} layers")
+    if opts.format == "docker-archive" and any(l["mediaType"] not in DOCKER_MEDIA_TYPES for l in layers):
+        raise UsageError("docker-archive cannot carry zstd layers; use --format oci or oci-archive")
+    epoch = source_date_epoch()
+    created = ic.rfc3339(epoch)
+    tags = [ic.canonical_tag(t) for t in opts.tags] or [default_tag(roots)]
+    symlinks = [extrafiles.parse_symlink(s, _profile(roots)) for s in opts.symlinks]
+    layout = Layout()
+    media = {l["mediaType"] for l in layers}
+    top_media = media.pop() if len(media) == 1 else MEDIA_TYPES["gzip"]
+    top_tar = extrafiles.top_layer_tar(symlinks, epoch)
+    top = layout.add_blob_data(compress_bytes(top_tar, compression_of(top_media)))
+    descs = [ic.descriptor(l["mediaType"], l["digest"], l["size"]) for l in layers]
+    descs.append(ic.descriptor(top_media, top.digest, top.size))
+    for l in layers:
+        layout.add_blob_file(l["digest"], l["size"], l["blob"])
+    diff_ids = [l["diff_id"] for l in layers] + ["sha256:" + hashlib.sha256(top_tar).hexdigest()]
+    config = ic.image_config(
+        arch=ic.architecture(opts.arch), created=created, diff_ids=diff_ids,
+        history=_history(layers, created, "files outside the store: /tmp"
+                         + "".join(f", /{n}" for n, _ in symlinks)),
+        env=[f"{k}={v}" for k, v in ic.split_pairs(opts.env, "--env")],
+        entrypoint=resolve_entrypoint(opts, roots), cmd=opts.cmd, workdir=opts.workdir,
+        labels=dict(ic.split_pairs(opts.labels, "--label")))
+    config_blob = layout.add_blob_data(ic.canonical_json(config))
+    config_desc = ic.descriptor(ic.CONFIG_MEDIA_TYPE, config_blob.digest, config_blob.size)
+    manifest_blob = layout.add_blob_data(ic.canonical_json(ic.manifest(config_desc, descs)))
+    manifest_desc = ic.descriptor(ic.MANIFEST_MEDIA_TYPE, manifest_blob.digest, manifest_blob.size)
+    layout.files["index.json"] = ic.canonical_json({
+        "schemaVersion": 2, "mediaType": ic.INDEX_MEDIA_TYPE,
+        "manifests": [{**manifest_desc, "annotations": {
+            "io.containerd.image.name": t, "org.opencontainers.image.ref.name": t}} for t in tags]})
+    if opts.format == "docker-archive":
+        _add_docker_files(layout, config_blob.hex, [d["digest"] for d in descs], tags)
+    image = {"type": "image", "format": opts.format, "tags": tags, "image_id": config_blob.digest,
+             "config": config_desc, "manifest": manifest_desc,
+             "layers": [{**d, "diff_id": i} for d, i in zip(descs, diff_ids)],
+             "architecture": config["architecture"]}
+    return layout, image
+
+
+def _add_docker_files(layout: Layout, config_hex: str, digests: list[str], tags: list[str]) -> None:
+    """Docker's manifest.json and repositories, pointing into the OCI blobs as
+    `docker save` of Docker 25 does, so one tar serves both kinds of loaders."""
+    layout.files["manifest.json"] = ic.canonical_json([{
+        "Config": f"blobs/sha256/{config_hex}", "RepoTags": tags,
+        "Layers": [f"blobs/sha256/{d.split(':')[1]}" for d in digests]}])
+    repos: dict[str, dict[str, str]] = {}
+    for tag in tags:
+        name, _, version = tag.rpartition(":")
+        repos.setdefault(name, {})[version] = config_hex
+    layout.files["repositories"] = ic.canonical_json(repos)
+
+
+def image_assemble(reader: RecordReader, output: str, opts: Options, out: IO[bytes]) -> None:
+    layers, roots, passed = collect(reader)
+    layout, image = build_layout(layers, roots, opts)
+    if opts.format == "oci":
+        if output == "-":
+            raise UsageError("--format oci writes a directory: give -o DIR")
+        write_dir(layout, output)
+    else:
+        with cli.output_stream(output, "an image archive") as stream:
+            write_tar(layout, stream, source_date_epoch())
+    if output == "-":
+        return
+    writer = RecordWriter(out)
+    writer.write(reader.header.with_stage(PROG))
+    for data in passed:
+        writer.write(data)
+    writer.write({**image, "output": os.path.abspath(output)})
+
+
+app = cli.make_app("Assemble tarred layers into an image: Docker archive, OCI layout or OCI archive.")
+
+
+@app.command(epilog=cli.examples(
+    "... | layer-tar | image-assemble --tag guile:3.0 --entrypoint bin/guile -o guile.tar",
+    "... | layer-tar | image-assemble --symlink /bin=bin -o - | docker load",
+    "... | layer-tar --compress zstd | image-assemble --format oci -o ./image",
+))
+def main(
+    input: str = typer.Argument("-", metavar="[INPUT]", help="Records from layer-tar; '-' reads stdin."),
+    output: str = typer.Option("-", "--output", "-o", help="Image file or directory; '-' streams an archive to stdout."),
+    format: str = typer.Option("docker-archive", "--format", "-f", help="docker-archive (also an OCI layout tar), oci (a directory) or oci-archive."),
+    tag: list[str] = typer.Option([], "--tag", "-t", help="NAME[:TAG], repeatable (default: the roots' names, :latest)."),
+    entrypoint: str = typer.Option(None, "--entrypoint", help="Program to run; relative to the root profile unless absolute."),
+    entrypoint_arg: list[str] = typer.Option([], "--entrypoint-arg", "-A", help="Argument appended to the entry point, repeatable."),
+    cmd: list[str] = typer.Option([], "--cmd", help="Default arguments (Cmd), one per use, repeatable."),
+    env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE in the environment, repeatable."),
+    workdir: str = typer.Option(None, "--workdir", "-w", help="Working directory of the container."),
+    label: list[str] = typer.Option([], "--label", "-l", help="KEY=VALUE label, repeatable."),
+    arch: str = typer.Option(None, "--arch", help="Architecture: amd64, arm64, ... or a system such as x86_64-linux (default: this machine's)."),
+    symlink: list[str] = typer.Option([], "--symlink", "-S", help="/SOURCE=TARGET link in the top layer; a relative TARGET is in the root profile."),
+) -> None:
+    """Write the image from layer records (NDJSON on stdin) and print an image record.
+
+    The image holds the store layers, base first, and a top layer with /tmp
+    (mode 1777) and the --symlink links.  Its creation time is
+    SOURCE_DATE_EPOCH (default 1).  Outputs appear atomically.
+    """
+    opts = Options(format=format, tags=tag, entrypoint=entrypoint, entrypoint_args=entrypoint_arg,
+                   cmd=cmd, env=env, workdir=workdir, labels=label, arch=arch, symlinks=symlink)
+
+    def body():
+        stream, name = cli.open_input(input)
+        image_assemble(RecordReader(stream, name), output, opts, sys.stdout.buffer)
+    cli.guard(PROG, body)
+
+
+def run() -> None:
+    app(prog_name=PROG)

@@ -1,0 +1,111 @@
+"""Image config and manifest documents, tags and architectures.
+
+Everything here is hashed, so it is serialised canonically: keys sorted, no
+spaces (orjson with OPT_SORT_KEYS), and built only from the options and the
+layer records, never from the clock or the host (except the default --arch).
+"""
+import datetime
+import platform
+import re
+
+import orjson
+
+from .errors import UsageError
+
+CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+
+# GNU system / Nix system prefixes, mapped as Guix maps them (with the
+# architectures Guix added later); Docker/OCI names are taken as they are.
+_ARCH_PREFIXES = [("x86_64", "amd64"), ("i686", "386"), ("i586", "386"), ("aarch64", "arm64"),
+                  ("armhf", "arm"), ("arm", "arm"), ("mips64", "mips64le"),
+                  ("powerpc64le", "ppc64le"), ("riscv64", "riscv64"), ("s390x", "s390x")]
+OCI_ARCHES = {"amd64", "386", "arm64", "arm", "mips64le", "ppc64le", "riscv64", "s390x",
+              "mips", "mipsle", "mips64", "ppc64", "loong64", "wasm"}
+
+_REPO_CHARS = re.compile(r"[^a-z0-9._-]")
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def canonical_json(doc) -> bytes:
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+
+def architecture(value: str | None) -> str:
+    """An OCI architecture from an OCI name, a GNU triplet or a Nix system."""
+    value = value or platform.machine()
+    if value in OCI_ARCHES:
+        return value
+    for prefix, arch in _ARCH_PREFIXES:
+        if value.startswith(prefix):
+            return arch
+    raise UsageError(f"unknown architecture {value!r} (e.g. amd64, arm64, x86_64-linux, aarch64-linux)")
+
+
+def rfc3339(epoch: int) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def canonical_repository_component(name: str) -> str:
+    """Guix's rule: lower case, `[a-z0-9._-]` (others become '.'), no leading or
+    trailing separators, 2 to 255 characters (padded with 'a')."""
+    name = _REPO_CHARS.sub(".", name.lower().strip("_-."))
+    return name[:255].ljust(2, "a")
+
+
+def canonical_tag(value: str) -> str:
+    """`name[:tag]` -> `canonical-name:tag` (tag `latest` when none is given).
+
+    A first component with a '.' or ':' or named localhost is a registry host
+    and kept as it is.
+    """
+    name, tag = value, "latest"
+    head, _, last = value.rpartition("/")
+    if ":" in last:
+        last, tag = last.rsplit(":", 1)
+        name = f"{head}/{last}" if head else last
+    if not _TAG_RE.fullmatch(tag):
+        raise UsageError(f"--tag {value!r}: invalid tag {tag!r} (letters, digits, '_', '.', '-'; at most 128)")
+    parts = name.split("/")
+    host = [parts.pop(0)] if len(parts) > 1 and (parts[0] == "localhost" or any(c in parts[0] for c in ".:")) else []
+    if not parts or not all(parts):
+        raise UsageError(f"--tag {value!r}: empty repository name")
+    return "/".join(host + [canonical_repository_component(p) for p in parts]) + ":" + tag
+
+
+def split_pairs(values: list[str], option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{option} {value!r}: expected KEY=VALUE")
+        pairs.append((key, val))
+    return pairs
+
+
+def image_config(*, arch: str, created: str, diff_ids: list[str], history: list[dict],
+                 env: list[str], entrypoint: list[str] | None, cmd: list[str] | None,
+                 workdir: str | None, labels: dict[str, str]) -> dict:
+    runtime: dict = {}
+    if env:
+        runtime["Env"] = env
+    if entrypoint:
+        runtime["Entrypoint"] = entrypoint
+    if cmd:
+        runtime["Cmd"] = cmd
+    if workdir:
+        runtime["WorkingDir"] = workdir
+    if labels:
+        runtime["Labels"] = labels
+    return {"architecture": arch, "os": "linux", "created": created, "config": runtime,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": history}
+
+
+def descriptor(media_type: str, digest: str, size: int, **extra) -> dict:
+    return {"mediaType": media_type, "digest": digest, "size": size, **extra}
+
+
+def manifest(config_desc: dict, layer_descs: list[dict]) -> dict:
+    return {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": config_desc, "layers": layer_descs}

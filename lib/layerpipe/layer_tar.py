@@ -1,0 +1,154 @@
+"""layer-tar: layer records in, tarred layer records out.
+
+For each `layer` record, writes its member store items (read under --root)
+as one deterministic tar (tarwriter), compressed and hashed in one pass
+(blobs), stored as `<blob dir>/blobs/sha256/<hex>`, and adds diff_id, digest,
+size, mediaType, uncompressed_size and blob to the record.  Layers are built
+in parallel (--jobs); records come out in input order; every other record
+passes through untouched.
+"""
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO
+
+import typer
+
+from . import cli
+from .blobs import BlobWriter, check_level, default_blob_dir
+from .errors import LayerpipeError, UsageError
+from .records import Record, RecordReader, RecordWriter, need, need_path_list
+from .tarwriter import TarWriter, add_tree, parent_dirs
+
+PROG = "layer-tar"
+
+
+def source_date_epoch() -> int:
+    value = os.environ.get("SOURCE_DATE_EPOCH", "1")
+    if not value.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH must be a non-negative integer, not {value!r}")
+    return int(value)
+
+
+def check_layer(rec: Record, root: str) -> list[str]:
+    """The layer's member paths, each checked to be a store item under ROOT."""
+    need(rec, "index", int)
+    paths = need_path_list(rec, "paths")
+    if not paths:
+        raise LayerpipeError("layer record has no paths", rec.where)
+    for path in paths:
+        fs_path = os.path.join(root, path.lstrip("/"))
+        if not os.path.lexists(fs_path):
+            raise LayerpipeError(f"{path}: no such store item (looked under {root})", rec.where)
+    return sorted(set(paths))
+
+
+class LayerBuilder:
+    def __init__(self, root: str, blob_dir: str, compression: str, level: int | None,
+                 threads: int, progress: cli.Progress):
+        self.root, self.blob_dir = root, blob_dir
+        self.compression, self.level, self.threads = compression, level, threads
+        self.mtime = source_date_epoch()
+        self.progress = progress
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def _count(self, nbytes: int) -> None:
+        with self._lock:
+            self.progress.advance(nbytes)
+
+    def build(self, rec: Record, paths: list[str]) -> dict:
+        blob = BlobWriter(self.blob_dir, self.compression, self.level, self.threads)
+        try:
+            tar = TarWriter(blob.write, self.mtime)
+            dirs = sorted({d for p in paths for d in parent_dirs(p)})
+            for d in dirs:
+                tar.add_dir(d, 0o755)
+            for path in paths:
+                add_tree(tar, os.fsencode(os.path.join(self.root, path.lstrip("/"))),
+                         os.fsencode(path.lstrip("/")), self._count, self.stop.is_set)
+            tar.close()
+            info = blob.finish()
+        except BaseException:
+            self.stop.set()
+            blob.abort()
+            raise
+        return {**rec.data, "diff_id": info.diff_id, "digest": info.digest, "size": info.size,
+                "mediaType": info.mediaType, "uncompressed_size": info.uncompressed_size,
+                "blob": info.path}
+
+
+def _tree_size(root: str, paths: list[str]) -> int:
+    total = 0
+    for path in paths:
+        for folder, _, files in os.walk(os.path.join(root, path.lstrip("/"))):
+            total += sum(os.lstat(os.path.join(folder, f)).st_size for f in files)
+    return total
+
+
+def layer_tar(reader: RecordReader, out: IO[bytes], *, root: str, blob_dir: str,
+              compression: str, level: int | None, jobs: int, quiet: bool = False) -> None:
+    check_level(compression, level)
+    records = list(reader)
+    layers = {i: check_layer(r, root) for i, r in enumerate(records) if r.type == "layer"}
+    progress = cli.Progress(PROG, sum(_tree_size(root, p) for p in layers.values()) if not quiet and
+                            sys.stderr.isatty() else 0, quiet)
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(layers) or 1)))
+    builder = LayerBuilder(root, blob_dir, compression, level, threads, progress)
+    writer = RecordWriter(out)
+    writer.write(reader.header.with_stage(PROG))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {i: pool.submit(builder.build, records[i], p) for i, p in layers.items()}
+        try:
+            for i, rec in enumerate(records):
+                writer.write(futures[i].result() if i in futures else rec.data)
+        except BaseException:
+            builder.stop.set()
+            for f in futures.values():
+                f.cancel()
+            raise
+        finally:
+            progress.close()
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+app = cli.make_app("Write each layer as a deterministic, compressed tar blob and describe it.")
+
+
+@app.command(epilog=cli.examples(
+    "closure-read graph.refs | layer-split | layer-tar | image-assemble -o app.tar",
+    "... | layer-tar --compress zstd --level 19 --blob-dir ./blobs | jq -c '{index, digest, size}'",
+    "... | layer-tar --root /mnt/sysroot | image-assemble --format oci -o ./image",
+))
+def main(
+    input: str = typer.Argument("-", metavar="[INPUT]", help="Records from layer-split; '-' reads stdin."),
+    root: str = typer.Option("/", "--root", help="Directory the store lives under."),
+    compress: str = typer.Option("gzip", "--compress", help="Layer compression: gzip, zstd or none."),
+    level: int = typer.Option(None, "--level", help="Compression level (gzip 0-9, default 6; zstd 1-19, default 3)."),
+    blob_dir: str = typer.Option(None, "--blob-dir", help="Where blobs are stored, as blobs/sha256/<hex> (default: $XDG_CACHE_HOME/layerpipe)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Layers built at once (default: the CPUs this process may use)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, even on a terminal."),
+) -> None:
+    """Tar, hash and compress each layer record's store items (NDJSON in and out).
+
+    The time stamp of every entry is SOURCE_DATE_EPOCH (default 1).
+    """
+    def body():
+        if jobs < 0:
+            raise UsageError("--jobs must be 0 (all CPUs) or more")
+        stream, name = cli.open_input(input)
+        layer_tar(RecordReader(stream, name), sys.stdout.buffer, root=root,
+                  blob_dir=blob_dir or default_blob_dir(), compression=compress, level=level,
+                  jobs=jobs or available_cpus(), quiet=quiet)
+    cli.guard(PROG, body)
+
+
+def run() -> None:
+    app(prog_name=PROG)

@@ -1,0 +1,18 @@
+"""two-layer: the split proposed for `guix pack`.
+
+Top layer: the roots (the profile) and the items they refer to directly, which
+change with almost every build; base layer: everything else (glibc, libraries),
+which stays bit-identical across application updates.  With a budget of one
+store layer, or an empty base, everything goes into one layer.
+"""
+from ..graph import Closure
+
+
+def split(closure: Closure, budget: int) -> list[list[str]]:
+    top = set(closure.roots)
+    for root in closure.roots:
+        top.update(closure.references[root])
+    base = [p for p in closure.paths if p not in top]
+    if budget < 2 or not base:
+        return [closure.paths]
+    return [base, sorted(top)]

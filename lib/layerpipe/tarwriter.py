@@ -1,0 +1,163 @@
+"""A deterministic tar writer for store items.
+
+Every byte of the output follows from the names, contents, exec bits and
+symlink targets of the files, and from the given mtime, so the same store
+contents always give the same tar.  The rules (man/layer-tar.1):
+
+- ustar headers; a PAX extended header (named `././@PaxHeader`) only where
+  ustar cannot hold a value: names or link targets over 100 bytes or not
+  ASCII (with `hdrcharset=BINARY` for names that are not UTF-8), sizes of
+  8 GiB and more;
+- owner and group 0 with empty names, device numbers 0, one fixed mtime;
+- modes as a store holds them: directories 0555, files 0555 or 0444 after
+  their owner exec bit, symlinks 0777 (never followed);
+- every file written in full: st_nlink is ignored, so a store deduplicated
+  with hard links gives the same tar as one that is not;
+- entries in depth-first order, each directory's children sorted by the
+  bytes of their names, parent directories before their contents;
+- no padding after the two zero blocks that end the archive.
+"""
+import os
+import stat
+from typing import Callable, Iterator
+
+from .errors import LayerpipeError
+
+BLOCK = 512
+CHUNK = 1 << 20
+_MAX_OCTAL_SIZE = 0o77777777777
+_REGTYPE, _SYMTYPE, _DIRTYPE, _PAXTYPE = b"0", b"2", b"5", b"x"
+
+
+def _octal(value: int, width: int) -> bytes:
+    return b"%0*o\0" % (width - 1, value)
+
+
+def _pax_record(key: bytes, value: bytes) -> bytes:
+    body = b" " + key + b"=" + value + b"\n"
+    length = len(body) + 1
+    while len(b"%d" % length) + len(body) != length:
+        length += 1
+    return b"%d" % length + body
+
+
+def _fits_ustar(value: bytes) -> bool:
+    return len(value) <= 100 and value.isascii()
+
+
+def _header(name: bytes, mode: int, size: int, mtime: int, kind: bytes, link: bytes = b"") -> bytes:
+    fields = [
+        name[:100].ljust(100, b"\0"), _octal(mode, 8), _octal(0, 8), _octal(0, 8),
+        _octal(size if size <= _MAX_OCTAL_SIZE else 0, 12), _octal(mtime, 12), b" " * 8, kind,
+        link[:100].ljust(100, b"\0"), b"ustar\x0000", b"\0" * 32, b"\0" * 32,
+        _octal(0, 8), _octal(0, 8), b"\0" * 155, b"\0" * 12,
+    ]
+    block = b"".join(fields)
+    checksum = b"%06o\0 " % sum(block)
+    return block[:148] + checksum + block[156:]
+
+
+def _ascii_fallback(value: bytes) -> bytes:
+    return bytes(c if 32 <= c < 127 else 0x5F for c in value[:100])
+
+
+class TarWriter:
+    """Streams tar entries to SINK, in the order they are added."""
+
+    def __init__(self, sink: Callable[[bytes], None], mtime: int):
+        self.sink = sink
+        self.mtime = mtime
+        self._buf = bytearray()
+
+    def _emit(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            self.sink(bytes(self._buf))
+            self._buf.clear()
+
+    def _entry_header(self, name: bytes, mode: int, size: int, kind: bytes, link: bytes = b"") -> None:
+        pax = []
+        if not _fits_ustar(link):
+            pax.append((b"linkpath", link))
+        if not _fits_ustar(name):
+            pax.append((b"path", name))
+        if size > _MAX_OCTAL_SIZE:
+            pax.append((b"size", b"%d" % size))
+        if pax:
+            try:
+                name.decode("utf-8"), link.decode("utf-8")
+            except UnicodeDecodeError:
+                pax.insert(0, (b"hdrcharset", b"BINARY"))
+            data = b"".join(_pax_record(k, v) for k, v in pax)
+            self._emit(_header(b"././@PaxHeader", 0o644, len(data), self.mtime, _PAXTYPE))
+            self._emit(data + b"\0" * (-len(data) % BLOCK))
+            name, link = _ascii_fallback(name), _ascii_fallback(link)
+        self._emit(_header(name, mode, size, self.mtime, kind, link))
+
+    def add_dir(self, name: bytes, mode: int = 0o555) -> None:
+        self._entry_header(name.rstrip(b"/") + b"/", mode, 0, _DIRTYPE)
+
+    def add_symlink(self, name: bytes, target: bytes) -> None:
+        self._entry_header(name, 0o777, 0, _SYMTYPE, target)
+
+    def add_file(self, name: bytes, mode: int, size: int, chunks: Iterator[bytes]) -> None:
+        self._entry_header(name, mode, size, _REGTYPE)
+        self.flush()
+        written = 0
+        for chunk in chunks:
+            written += len(chunk)
+            if written > size:
+                break
+            self.sink(chunk)
+        if written != size:
+            raise LayerpipeError("file changed size while being read")
+        self._emit(b"\0" * (-size % BLOCK))
+
+    def close(self) -> None:
+        self._emit(b"\0" * (2 * BLOCK))
+        self.flush()
+
+
+def _read_chunks(path: bytes, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            if on_bytes:
+                on_bytes(len(chunk))
+            yield chunk
+
+
+def parent_dirs(store_path: str) -> list[bytes]:
+    """`gnu/`, `gnu/store/` for `/gnu/store/…-x`: the directories above an item."""
+    parts = store_path.strip("/").split("/")[:-1]
+    return [os.fsencode("/".join(parts[:i + 1])) for i in range(len(parts))]
+
+
+def add_tree(tar: TarWriter, fs_path: bytes, name: bytes,
+             on_bytes: Callable[[int], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> None:
+    """Add the tree at FS_PATH as NAME, depth first, children sorted by name."""
+    stack = [(fs_path, name)]
+    while stack:
+        if should_stop and should_stop():
+            raise LayerpipeError("stopped")
+        path, arcname = stack.pop()
+        st = os.lstat(path)
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            tar.add_dir(arcname)
+            children = sorted(os.listdir(path), reverse=True)
+            stack.extend((os.path.join(path, c), arcname + b"/" + c) for c in children)
+        elif stat.S_ISREG(mode):
+            try:
+                tar.add_file(arcname, 0o555 if mode & 0o100 else 0o444, st.st_size,
+                             _read_chunks(path, on_bytes))
+            except LayerpipeError as exc:
+                raise LayerpipeError(f"{os.fsdecode(path)}: {exc.message}") from None
+        elif stat.S_ISLNK(mode):
+            tar.add_symlink(arcname, os.readlink(path))
+        else:
+            raise LayerpipeError(f"{os.fsdecode(path)}: special file (device, fifo or socket) in a store item")
