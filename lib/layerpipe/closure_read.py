@@ -158,11 +158,11 @@ app = cli.make_app("Read a closure (reference graph or Nix JSON) and write one p
     "closure-read --root /mnt/sysroot graph.refs > closure.ndjson",
 ))
 def main(
-    input: str = typer.Argument("-", metavar="[INPUT]", help="Closure file; '-' reads stdin."),
-    root: str = typer.Option("/", "--root", help="Directory the store lives under (for narSize from disk)."),
-    format: str = typer.Option("auto", "--format", help="Input format: auto, text, json-list, json-object, structured-attrs."),
-    attr: str = typer.Option(None, "--attr", help="In structured-attrs JSON: the attribute holding the graph."),
-    store_dir: str = typer.Option(None, "--store-dir", help="Expected store directory (default: that of the first path)."),
+    input: str = typer.Argument("-", metavar="INPUT", help="Closure file; '-' reads stdin."),
+    root: str = typer.Option("/", "--root", metavar="DIR", help="Directory the store lives under (for narSize from disk)."),
+    format: str = typer.Option("auto", "--format", metavar="FORMAT", help="Input format: auto, text, json-list, json-object, structured-attrs."),
+    attr: str = typer.Option(None, "--attr", metavar="NAME", help="In structured-attrs JSON: the attribute holding the graph."),
+    store_dir: str = typer.Option(None, "--store-dir", metavar="DIR", help="Expected store directory (default: that of the first path)."),
 ) -> None:
     """Read a closure and write path records (NDJSON) to stdout.
 

@@ -200,18 +200,18 @@ app = cli.make_app("Assemble tarred layers into an image: Docker archive, OCI la
     "... | layer-tar --compress zstd | image-assemble --format oci -o ./image",
 ))
 def main(
-    input: str = typer.Argument("-", metavar="[INPUT]", help="Records from layer-tar; '-' reads stdin."),
-    output: str = typer.Option("-", "--output", "-o", help="Image file or directory; '-' streams an archive to stdout."),
-    format: str = typer.Option("docker-archive", "--format", "-f", help="docker-archive (also an OCI layout tar), oci (a directory) or oci-archive."),
-    tag: list[str] = typer.Option([], "--tag", "-t", help="NAME[:TAG], repeatable (default: the roots' names, :latest)."),
-    entrypoint: str = typer.Option(None, "--entrypoint", help="Program to run; relative to the root profile unless absolute."),
-    entrypoint_arg: list[str] = typer.Option([], "--entrypoint-arg", "-A", help="Argument appended to the entry point, repeatable."),
-    cmd: list[str] = typer.Option([], "--cmd", help="Default arguments (Cmd), one per use, repeatable."),
-    env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE in the environment, repeatable."),
-    workdir: str = typer.Option(None, "--workdir", "-w", help="Working directory of the container."),
-    label: list[str] = typer.Option([], "--label", "-l", help="KEY=VALUE label, repeatable."),
-    arch: str = typer.Option(None, "--arch", help="Architecture: amd64, arm64, ... or a system such as x86_64-linux (default: this machine's)."),
-    symlink: list[str] = typer.Option([], "--symlink", "-S", help="/SOURCE=TARGET link in the top layer; a relative TARGET is in the root profile."),
+    input: str = typer.Argument("-", metavar="INPUT", help="Records from layer-tar; '-' reads stdin."),
+    output: str = typer.Option("-", "--output", "-o", metavar="PATH", help="Image file or directory; '-' streams an archive to stdout."),
+    format: str = typer.Option("docker-archive", "--format", "-f", metavar="FORMAT", help="docker-archive (also an OCI layout tar), oci (a directory) or oci-archive."),
+    tag: list[str] = typer.Option([], "--tag", "-t", metavar="NAME[:TAG]", help="NAME[:TAG], repeatable (default: the roots' names, :latest)."),
+    entrypoint: str = typer.Option(None, "--entrypoint", metavar="PATH", help="Program to run; relative to the root profile unless absolute."),
+    entrypoint_arg: list[str] = typer.Option([], "--entrypoint-arg", "-A", metavar="ARG", help="Argument appended to the entry point, repeatable."),
+    cmd: list[str] = typer.Option([], "--cmd", metavar="ARG", help="Default arguments (Cmd), one per use, repeatable."),
+    env: list[str] = typer.Option([], "--env", "-e", metavar="KEY=VALUE", help="KEY=VALUE in the environment, repeatable."),
+    workdir: str = typer.Option(None, "--workdir", "-w", metavar="DIR", help="Working directory of the container."),
+    label: list[str] = typer.Option([], "--label", "-l", metavar="KEY=VALUE", help="KEY=VALUE label, repeatable."),
+    arch: str = typer.Option(None, "--arch", metavar="ARCH", help="Architecture: amd64, arm64, ... or a system such as x86_64-linux (default: this machine's)."),
+    symlink: list[str] = typer.Option([], "--symlink", "-S", metavar="/SOURCE=TARGET", help="/SOURCE=TARGET link in the top layer; a relative TARGET is in the root profile."),
 ) -> None:
     """Write the image from layer records (NDJSON on stdin) and print an image record.
 

@@ -60,9 +60,9 @@ app = cli.make_app("Group store paths into layers.")
     "closure-read graph.refs | layer-split --max-layers 50 | jq -c 'select(.type==\"layer\") | .paths'",
 ))
 def main(
-    input: str = typer.Argument("-", metavar="[INPUT]", help="Path records from closure-read; '-' reads stdin."),
-    strategy: str = typer.Option(DEFAULT, "--strategy", "-s", help=f"Layering strategy: {', '.join(STRATEGIES)}."),
-    max_layers: int = typer.Option(MAX_LAYERS_DEFAULT, "--max-layers", help="Layers in the final image, top layer included (2-125)."),
+    input: str = typer.Argument("-", metavar="INPUT", help="Path records from closure-read; '-' reads stdin."),
+    strategy: str = typer.Option(DEFAULT, "--strategy", "-s", metavar="NAME", help=f"Layering strategy: {', '.join(STRATEGIES)}."),
+    max_layers: int = typer.Option(MAX_LAYERS_DEFAULT, "--max-layers", metavar="N", help="Layers in the final image, top layer included (2-125)."),
 ) -> None:
     """Read path records and append layer records, base layer first (NDJSON in and out)."""
     def body():

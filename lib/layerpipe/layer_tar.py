@@ -128,12 +128,12 @@ app = cli.make_app("Write each layer as a deterministic, compressed tar blob and
     "... | layer-tar --root /mnt/sysroot | image-assemble --format oci -o ./image",
 ))
 def main(
-    input: str = typer.Argument("-", metavar="[INPUT]", help="Records from layer-split; '-' reads stdin."),
-    root: str = typer.Option("/", "--root", help="Directory the store lives under."),
-    compress: str = typer.Option("gzip", "--compress", help="Layer compression: gzip, zstd or none."),
-    level: int = typer.Option(None, "--level", help="Compression level (gzip 0-9, default 6; zstd 1-19, default 3)."),
-    blob_dir: str = typer.Option(None, "--blob-dir", help="Where blobs are stored, as blobs/sha256/<hex> (default: $XDG_CACHE_HOME/layerpipe)."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Layers built at once (default: the CPUs this process may use)."),
+    input: str = typer.Argument("-", metavar="INPUT", help="Records from layer-split; '-' reads stdin."),
+    root: str = typer.Option("/", "--root", metavar="DIR", help="Directory the store lives under."),
+    compress: str = typer.Option("gzip", "--compress", metavar="gzip|zstd|none", help="Layer compression: gzip, zstd or none."),
+    level: int = typer.Option(None, "--level", metavar="N", help="Compression level (gzip 0-9, default 6; zstd 1-19, default 3)."),
+    blob_dir: str = typer.Option(None, "--blob-dir", metavar="DIR", help="Where blobs are stored, as blobs/sha256/<hex> (default: $XDG_CACHE_HOME/layerpipe)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", metavar="N", help="Layers built at once (default: the CPUs this process may use)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, even on a terminal."),
 ) -> None:
     """Tar, hash and compress each layer record's store items (NDJSON in and out).
