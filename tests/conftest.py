@@ -27,3 +27,8 @@ def run_stage(command: str, *args: str, input: bytes | None = None, check: bool 
 @pytest.fixture
 def store(tmp_path):
     return build_store(str(tmp_path / "root"))
+
+
+# Fixtures for real clients and real Nix closures (session-scoped daemons).
+from tests.support.clients import dockerd, podman  # noqa: E402,F401
+from tests.support.nix import nix_closure  # noqa: E402,F401
