@@ -18,7 +18,8 @@ from layerpipe.storepath import make_store_path  # noqa: E402
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
 
-def make(root: str, store_dir: str, graph: str) -> None:
+def make(root: str, store_dir: str, graph: str) -> dict[str, str]:
+    """Create the store and GRAPH; returns the store paths by short name."""
     busybox = make_store_path(store_dir, "busybox-1.35.0", "demo")
     greeting = make_store_path(store_dir, "greeting-1.0", "demo")
     hello = make_store_path(store_dir, "hello-layerpipe-1.0", "demo")
@@ -46,6 +47,7 @@ def make(root: str, store_dir: str, graph: str) -> None:
     with open(graph, "w") as f:
         for path in sorted(refs):
             f.write(f"{path}\n\n{len(refs[path])}\n" + "".join(r + "\n" for r in refs[path]))
+    return {"busybox": busybox, "greeting": greeting, "hello": hello, "profile": profile}
 
 if __name__ == "__main__":
     if len(sys.argv) != 4:
