@@ -18,6 +18,7 @@ import typer
 from . import cli, extrafiles, imageconfig as ic
 from .blobs import MEDIA_TYPES, compress_bytes, compression_of
 from .errors import LayerpipeError, UsageError
+from .formats.docker_archive import add_docker_files
 from .formats.layout import Layout, write_dir, write_tar
 from .layer_tar import source_date_epoch
 from .records import Record, RecordReader, RecordWriter, need, need_digest, need_path_list, need_size
@@ -114,62 +115,55 @@ def _history(layers: list[dict], created: str, top_comment: str) -> list[dict]:
     return history
 
 
-def build_layout(layers: list[dict], roots: list[str], opts: Options) -> tuple[Layout, dict]:
+def check_options(layers: list[dict], opts: Options) -> None:
     if opts.format not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
     if len(layers) + 1 > MAX_LAYERS:
         raise LayerpipeError(f"{len(layers)} store layers and the top layer exceed {MAX_LAYERS} layers")
     if opts.format == "docker-archive" and any(l["mediaType"] not in DOCKER_MEDIA_TYPES for l in layers):
         raise UsageError("docker-archive cannot carry zstd layers; use --format oci or oci-archive")
+
+
+def add_top_layer(layout: Layout, layers: list[dict], symlinks: list, epoch: int) -> dict:
+    """The top layer's descriptor (with its diff_id), compressed as the store layers are."""
+    media = {l["mediaType"] for l in layers}
+    media_type = media.pop() if len(media) == 1 else MEDIA_TYPES["gzip"]
+    tar = extrafiles.top_layer_tar(symlinks, epoch)
+    blob = layout.add_blob_data(compress_bytes(tar, compression_of(media_type)))
+    return {**ic.descriptor(media_type, blob.digest, blob.size),
+            "diff_id": "sha256:" + hashlib.sha256(tar).hexdigest()}
+
+
+def build_layout(layers: list[dict], roots: list[str], opts: Options) -> tuple[Layout, dict]:
+    check_options(layers, opts)
     epoch = source_date_epoch()
     created = ic.rfc3339(epoch)
     tags = [ic.canonical_tag(t) for t in opts.tags] or [default_tag(roots)]
     symlinks = [extrafiles.parse_symlink(s, _profile(roots)) for s in opts.symlinks]
     layout = Layout()
-    media = {l["mediaType"] for l in layers}
-    top_media = media.pop() if len(media) == 1 else MEDIA_TYPES["gzip"]
-    top_tar = extrafiles.top_layer_tar(symlinks, epoch)
-    top = layout.add_blob_data(compress_bytes(top_tar, compression_of(top_media)))
-    descs = [ic.descriptor(l["mediaType"], l["digest"], l["size"]) for l in layers]
-    descs.append(ic.descriptor(top_media, top.digest, top.size))
     for l in layers:
         layout.add_blob_file(l["digest"], l["size"], l["blob"])
-    diff_ids = [l["diff_id"] for l in layers] + ["sha256:" + hashlib.sha256(top_tar).hexdigest()]
+    descs = [{**ic.descriptor(l["mediaType"], l["digest"], l["size"]), "diff_id": l["diff_id"]} for l in layers]
+    descs.append(add_top_layer(layout, layers, symlinks, epoch))
+    top_comment = "files outside the store: /tmp" + "".join(f", /{n}" for n, _ in symlinks)
     config = ic.image_config(
-        arch=ic.architecture(opts.arch), created=created, diff_ids=diff_ids,
-        history=_history(layers, created, "files outside the store: /tmp"
-                         + "".join(f", /{n}" for n, _ in symlinks)),
+        arch=ic.architecture(opts.arch), created=created, diff_ids=[d["diff_id"] for d in descs],
+        history=_history(layers, created, top_comment),
         env=[f"{k}={v}" for k, v in ic.split_pairs(opts.env, "--env")],
         entrypoint=resolve_entrypoint(opts, roots), cmd=opts.cmd, workdir=opts.workdir,
         labels=dict(ic.split_pairs(opts.labels, "--label")))
     config_blob = layout.add_blob_data(ic.canonical_json(config))
     config_desc = ic.descriptor(ic.CONFIG_MEDIA_TYPE, config_blob.digest, config_blob.size)
-    manifest_blob = layout.add_blob_data(ic.canonical_json(ic.manifest(config_desc, descs)))
+    layer_descs = [{k: v for k, v in d.items() if k != "diff_id"} for d in descs]
+    manifest_blob = layout.add_blob_data(ic.canonical_json(ic.manifest(config_desc, layer_descs)))
     manifest_desc = ic.descriptor(ic.MANIFEST_MEDIA_TYPE, manifest_blob.digest, manifest_blob.size)
-    layout.files["index.json"] = ic.canonical_json({
-        "schemaVersion": 2, "mediaType": ic.INDEX_MEDIA_TYPE,
-        "manifests": [{**manifest_desc, "annotations": {
-            "io.containerd.image.name": t, "org.opencontainers.image.ref.name": t}} for t in tags]})
+    layout.set_index(manifest_desc, tags)
     if opts.format == "docker-archive":
-        _add_docker_files(layout, config_blob.hex, [d["digest"] for d in descs], tags)
+        add_docker_files(layout, config_blob.digest, [d["digest"] for d in descs], tags)
     image = {"type": "image", "format": opts.format, "tags": tags, "image_id": config_blob.digest,
-             "config": config_desc, "manifest": manifest_desc,
-             "layers": [{**d, "diff_id": i} for d, i in zip(descs, diff_ids)],
+             "config": config_desc, "manifest": manifest_desc, "layers": descs,
              "architecture": config["architecture"]}
     return layout, image
-
-
-def _add_docker_files(layout: Layout, config_hex: str, digests: list[str], tags: list[str]) -> None:
-    """Docker's manifest.json and repositories, pointing into the OCI blobs as
-    `docker save` of Docker 25 does, so one tar serves both kinds of loaders."""
-    layout.files["manifest.json"] = ic.canonical_json([{
-        "Config": f"blobs/sha256/{config_hex}", "RepoTags": tags,
-        "Layers": [f"blobs/sha256/{d.split(':')[1]}" for d in digests]}])
-    repos: dict[str, dict[str, str]] = {}
-    for tag in tags:
-        name, _, version = tag.rpartition(":")
-        repos.setdefault(name, {})[version] = config_hex
-    layout.files["repositories"] = ic.canonical_json(repos)
 
 
 def image_assemble(reader: RecordReader, output: str, opts: Options, out: IO[bytes]) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from ..errors import LayerpipeError
+from ..imageconfig import INDEX_MEDIA_TYPE, canonical_json
 from ..tarwriter import TarWriter
 
 CHUNK = 1 << 20
@@ -46,6 +47,14 @@ class Layout:
         blob = Blob(digest, size, path=path)
         self.blobs.setdefault(digest, blob)
         return blob
+
+    def set_index(self, manifest_desc: dict, tags: list[str]) -> None:
+        """index.json: the manifest once per tag, named as containerd and OCI tools look for it."""
+        self.files["index.json"] = canonical_json({
+            "schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE,
+            "manifests": [{**manifest_desc, "annotations": {
+                "io.containerd.image.name": tag, "org.opencontainers.image.ref.name": tag}}
+                for tag in tags]})
 
     def entries(self) -> list[tuple[str, Blob | bytes]]:
         """All files, sorted by name: blobs/sha256/<hex> first, then the JSON files."""
