@@ -9,6 +9,8 @@ Register the fixtures from a conftest.py with ``pytest_plugins = ["tests.support
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import gzip
 import hashlib
@@ -48,25 +50,22 @@ def require(tool: str) -> str:
     pytest.skip(msg)
 
 
-def run_client(argv: list[str], *, env: dict | None = None, timeout: float = TIMEOUT,
-               cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+def run_client(argv: list, *, env: dict | None = None,
+               timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     """Run a client to completion; AssertionError with its stderr on failure or time-out."""
     argv = [str(a) for a in argv]
     require(argv[0])
     try:
-        proc = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+        proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, errors="replace", timeout=timeout)
     except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode(errors="replace") if exc.stderr else ""
         raise AssertionError(f"{shlex.join(argv)}: timed out after {timeout}s\n"
-                             f"stderr:\n{_decode(exc.stderr)}") from None
+                             f"stderr:\n{stderr}") from None
     if proc.returncode != 0:
         raise AssertionError(f"{shlex.join(argv)}: exit status {proc.returncode}\n"
                              f"stderr:\n{proc.stderr}\nstdout:\n{proc.stdout[-2000:]}")
     return proc
-
-
-def _decode(data) -> str:
-    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
 
 
 # --- skopeo ---------------------------------------------------------------------------------
@@ -158,16 +157,6 @@ def _check_schema(kind: str, doc, where: str) -> None:
         raise AssertionError(f"{where} fails the OCI {kind} schema:\n" + "\n".join(lines))
 
 
-def _blob_path(root: Path, desc: dict, where: str) -> Path:
-    alg, _, hexpart = str(desc.get("digest", "")).partition(":")
-    if alg != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexpart):
-        raise AssertionError(f"{where}: digest {desc.get('digest')!r} is not sha256:<64 hex>")
-    path = root / "blobs" / "sha256" / hexpart
-    if not path.is_file():
-        raise AssertionError(f"{where}: blob {desc['digest']} is missing from {root}")
-    return path
-
-
 def _hash_stream(stream) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
     while chunk := stream.read(1 << 20):
@@ -177,7 +166,11 @@ def _hash_stream(stream) -> tuple[str, int]:
 
 
 def _check_blob(root: Path, desc: dict, where: str) -> Path:
-    path = _blob_path(root, desc, where)
+    """The blob's path, once its sha256 and size match the descriptor."""
+    alg, _, hexpart = str(desc.get("digest", "")).partition(":")
+    path = root / "blobs" / "sha256" / hexpart
+    if alg != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexpart) or not path.is_file():
+        raise AssertionError(f"{where}: no blob for digest {desc.get('digest')!r} in {root}")
     with path.open("rb") as f:
         digest, size = _hash_stream(f)
     if (digest, size) != (desc["digest"], desc.get("size")):
@@ -186,18 +179,18 @@ def _check_blob(root: Path, desc: dict, where: str) -> Path:
     return path
 
 
+def _open_zstd(path: Path):
+    import zstandard  # a layerpipe dependency; imported here as only zstd layers need it
+    return zstandard.ZstdDecompressor().stream_reader(path.open("rb"), read_across_frames=True)
+
+
 def _diff_id(path: Path, media_type: str) -> str | None:
     """sha256 of the uncompressed tar, or None for media types that are not layer tars."""
-    if media_type.endswith(("+gzip", ".tar.gzip")):
-        with gzip.open(path, "rb") as f:
-            return _hash_stream(f)[0]
-    if media_type.endswith("+zstd"):
-        import zstandard
-        with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as f:
-            return _hash_stream(f)[0]
-    if media_type.endswith(("tar", ".tar")):
-        with path.open("rb") as f:
-            return _hash_stream(f)[0]
+    for suffixes, opener in ((("+gzip", ".tar.gzip"), gzip.open), (("+zstd",), _open_zstd),
+                             (("tar",), lambda p: p.open("rb"))):
+        if media_type.endswith(suffixes):
+            with opener(path) as f:
+                return _hash_stream(f)[0]
     return None
 
 
@@ -247,9 +240,8 @@ def validate_oci_schemas(oci_dir) -> dict[str, str]:
     Returns {digest: kind} for every blob reached (kind: index, manifest, config, layer, other).
     """
     root = Path(oci_dir)
-    for name, kind in (("oci-layout", "layout"), ("index.json", "index")):
-        if not (root / name).is_file():
-            raise AssertionError(f"{root}: {name} is missing")
+    if not (root / "oci-layout").is_file() or not (root / "index.json").is_file():
+        raise AssertionError(f"{root}: not an OCI layout (oci-layout or index.json missing)")
     _check_schema("layout", json.loads((root / "oci-layout").read_bytes()), "oci-layout")
     index = json.loads((root / "index.json").read_bytes())
     _check_schema("index", index, "index.json")
@@ -260,16 +252,16 @@ def validate_oci_schemas(oci_dir) -> dict[str, str]:
 
 # --- comparing unpacked trees ---------------------------------------------------------------
 
-def _describe(path: Path):
+def _describe(path: Path) -> tuple:
     """What a client must preserve: type, exec bit, content or link target (never followed)."""
-    st = path.lstat()
-    if stat.S_ISLNK(st.st_mode):
+    if not os.path.lexists(path):
+        return ("missing",)
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
         return ("symlink", os.readlink(path))
-    if stat.S_ISDIR(st.st_mode):
-        return ("dir", sorted(os.listdir(path)))
-    if stat.S_ISREG(st.st_mode):
-        return ("file", bool(st.st_mode & 0o111), hashlib.sha256(path.read_bytes()).hexdigest())
-    return ("other", stat.S_IFMT(st.st_mode))
+    if stat.S_ISREG(mode):
+        return ("file", bool(mode & 0o111), hashlib.sha256(path.read_bytes()).hexdigest())
+    return ("dir",) if stat.S_ISDIR(mode) else ("other", stat.S_IFMT(mode))
 
 
 def compare_trees(expected_root, actual_root, relpaths) -> int:
@@ -280,14 +272,14 @@ def compare_trees(expected_root, actual_root, relpaths) -> int:
     while todo:
         rel = todo.pop()
         count += 1
-        want_path, got_path = expected_root / rel, actual_root / rel
-        want = _describe(want_path)
-        got = _describe(got_path) if os.path.lexists(got_path) else ("missing",)
+        want, got = _describe(expected_root / rel), _describe(actual_root / rel)
         if want != got:
-            problems.append(f"  {rel}: expected {want[:2]}, got {got[:2]}"
-                            + (" (content differs)" if want[:2] == got[:2] else ""))
-        elif want[0] == "dir":
-            todo.extend(f"{rel}/{name}" for name in want[1])
+            same_kind = want[:2] == got[:2]  # then only the file content differs
+            problems.append(f"  {rel}: " + ("content differs" if same_kind else
+                                            f"expected {want[:2]}, got {got[:2]}"))
+        elif want[0] == "dir":  # walk both listings, so extra entries are reported too
+            names = set(os.listdir(expected_root / rel)) | set(os.listdir(actual_root / rel))
+            todo.extend(f"{rel}/{name}" for name in sorted(names))
     if problems:
         raise AssertionError(f"{actual_root} differs from {expected_root}:\n"
                              + "\n".join(sorted(problems)[:50]))
@@ -297,25 +289,21 @@ def compare_trees(expected_root, actual_root, relpaths) -> int:
 # --- daemons and container engines ----------------------------------------------------------
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+    try:  # a zombie (Z) has stopped already: its parent reaps it later
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in "ZX"
+    except (OSError, IndexError):
         return False
-    return state not in ("Z", "X")  # a zombie has stopped; its parent reaps it later
 
 
 def _stop(pid: int, timeout: float = 30) -> None:
     """SIGTERM the process group led by `pid`, then SIGKILL it if the leader lingers."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):  # it may exit meanwhile
+                os.killpg(pid, sig)
         deadline = time.monotonic() + wait
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if not _alive(pid):
-            return
 
 
 def _unmount_under(folder: Path) -> None:
@@ -332,13 +320,22 @@ def _client_env(**extra: str) -> dict:
     return {**env, **extra}
 
 
+def _die_with_parent() -> None:
+    # Runs in the child before exec: should pytest be killed outright, the kernel sends the
+    # daemon SIGTERM (PR_SET_PDEATHSIG = 1), so no dockerd outlives its test session.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def _wait_ready(proc: subprocess.Popen, argv: list[str], env: dict, log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"dockerd exited {proc.returncode}:\n{log.read_text()[-4000:]}")
-        if subprocess.run(argv, env=env, capture_output=True, timeout=10).returncode == 0:
-            return
+        try:
+            if subprocess.run(argv, env=env, capture_output=True, timeout=10).returncode == 0:
+                return
+        except subprocess.TimeoutExpired:
+            pass
         time.sleep(0.2)
     raise AssertionError(f"dockerd not ready after 60 s:\n{log.read_text()[-4000:]}")
 
@@ -357,14 +354,14 @@ def dockerd():
             "--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-masq=false"]
     with log.open("wb") as out:
         proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
     try:
         _wait_ready(proc, [docker, "info"], env, log)
         yield env
     finally:
         _stop(proc.pid)  # a clean stop also stops its containerd and unmounts the data root
         proc.wait(timeout=10)
-        # containerd runs in a session of its own: stop it should dockerd have died first.
         _stop_containerd(d)
         _unmount_under(d)
         shutil.rmtree(d, ignore_errors=True)
@@ -373,14 +370,12 @@ def dockerd():
 def _stop_containerd(d: Path) -> None:
     # containerd runs in a session of its own: stop it should dockerd have died first, but only
     # if the pid still belongs to our containerd (a stale pid file may name another process).
-    pidfile = d / "exec" / "containerd" / "containerd.pid"
-    pid = pidfile.read_text().strip() if pidfile.is_file() else ""
     try:
-        ours = pid.isdigit() and str(d) in Path(f"/proc/{pid}/cmdline").read_text()
-    except OSError:
-        ours = False
-    if ours:
-        _stop(int(pid))
+        pid = int((d / "exec" / "containerd" / "containerd.pid").read_text())
+        if str(d) in Path(f"/proc/{pid}/cmdline").read_text():
+            _stop(pid)
+    except (OSError, ValueError):
+        pass  # no pid file, or that process is gone
 
 
 def _loaded(output: str, pattern: str) -> str:
