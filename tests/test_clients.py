@@ -118,7 +118,7 @@ def _check_run_output(output: str) -> None:
 
 
 def test_docker_load_and_run(built, dockerd):
-    clients.docker_load(dockerd, built["out"]["docker-archive"])
+    assert clients.docker_load(dockerd, built["out"]["docker-archive"]) == TAG
     _check_run_output(clients.docker_run(dockerd, TAG))
     assert clients.docker_run(dockerd, TAG, "ls /bin/sh && cat /gnu/store/*-greeting-1.0/share/*").strip()
 
@@ -132,7 +132,7 @@ def test_docker_load_from_stdout_stream(built, dockerd):
 
 
 def test_podman_load_and_run(built, podman):
-    clients.podman_load(podman, built["out"]["docker-archive"])
+    assert clients.podman_load(podman, built["out"]["docker-archive"]).endswith(TAG)
     _check_run_output(clients.podman_run(podman, TAG))
 
 

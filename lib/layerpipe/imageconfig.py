@@ -74,6 +74,18 @@ def canonical_tag(value: str) -> str:
     return "/".join(host + [canonical_repository_component(p) for p in parts]) + ":" + tag
 
 
+def qualified_name(tag: str) -> str:
+    """`name:tag` as Docker spells it in full: `docker.io/library/name:tag`.
+
+    containerd and podman name an image loaded from an OCI layout after this
+    (the `io.containerd.image.name` annotation), as they do for `docker save`.
+    """
+    first, sep, _ = tag.partition("/")
+    if sep and (first == "localhost" or any(c in first for c in ".:")):
+        return tag
+    return f"docker.io/{tag}" if sep else f"docker.io/library/{tag}"
+
+
 def split_pairs(values: list[str], option: str) -> list[tuple[str, str]]:
     pairs = []
     for value in values:

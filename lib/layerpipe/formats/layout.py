@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from ..errors import LayerpipeError
-from ..imageconfig import INDEX_MEDIA_TYPE, canonical_json
+from ..imageconfig import INDEX_MEDIA_TYPE, canonical_json, qualified_name
 from ..tarwriter import TarWriter
 
 CHUNK = 1 << 20
@@ -53,7 +53,8 @@ class Layout:
         self.files["index.json"] = canonical_json({
             "schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE,
             "manifests": [{**manifest_desc, "annotations": {
-                "io.containerd.image.name": tag, "org.opencontainers.image.ref.name": tag}}
+                "io.containerd.image.name": qualified_name(tag),
+                "org.opencontainers.image.ref.name": tag}}
                 for tag in tags]})
 
     def entries(self) -> list[tuple[str, Blob | bytes]]:
