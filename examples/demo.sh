@@ -15,7 +15,7 @@ closure-read --root root graph.refs \
   | layer-split --strategy two-layer \
   | layer-tar --root root --blob-dir blobs \
   | image-assemble --tag layerpipe-demo:latest --entrypoint bin/hello --symlink /bin=bin -o demo.tar \
-  | tee image.ndjson | jq -c '{image_id, tags, layers: [.layers[] | {digest, size}]}'
+  | tee image.ndjson | jq -c 'select(.type == "image") | {image_id, tags, layers: [.layers[] | {digest, size}]}'
 
 # A private podman configuration, so the demo touches no system settings.
 cat > containers.conf <<CONF

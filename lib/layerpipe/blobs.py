@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from .errors import LayerpipeError
+from .errors import UsageError
 
 MEDIA_TYPES = {
     "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -39,12 +39,12 @@ def blob_path(blob_dir: str, digest: str) -> str:
 
 def check_level(compression: str, level: int | None) -> int:
     if compression not in MEDIA_TYPES:
-        raise LayerpipeError(f"unknown compression {compression!r} (gzip, zstd, none)")
+        raise UsageError(f"unknown compression {compression!r} (gzip, zstd, none)")
     if level is None:
         return DEFAULT_LEVELS[compression]
     low, high = LEVEL_RANGES[compression]
     if not low <= level <= high:
-        raise LayerpipeError(f"--level for {compression} must be between {low} and {high}")
+        raise UsageError(f"--level for {compression} must be between {low} and {high}")
     return level
 
 

@@ -14,6 +14,11 @@ from typing import IO, Callable, Iterator
 
 import typer
 
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exceptions
+
 from .errors import LayerpipeError, UsageError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_SIGINT, EXIT_PIPE, EXIT_SIGTERM = 1, 2, 130, 141, 143
@@ -68,7 +73,8 @@ def guard(prog: str, body: Callable[[], None]) -> None:
     except Exception as exc:  # a bug: still one line, unless asked for more
         if debug:
             traceback.print_exc()
-        _say(prog, f"internal error: {type(exc).__name__}: {exc} (LAYERPIPE_DEBUG=1 shows a traceback)")
+        hint = "" if debug else " (LAYERPIPE_DEBUG=1 shows a traceback)"
+        _say(prog, f"internal error: {type(exc).__name__}: {exc}{hint}")
         status = EXIT_ERROR
     raise SystemExit(status)
 
@@ -155,6 +161,15 @@ class Progress:
         if self.enabled and self._shown >= 0:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+def run_app(app: typer.Typer, prog: str) -> None:
+    """Run a stage's typer app; click's own usage errors become one line, exit 2."""
+    try:
+        app(prog_name=prog, standalone_mode=False)
+    except click_exceptions.UsageError as exc:
+        _say(prog, f"{exc.format_message()} (see '{prog} --help')")
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def examples(*commands: str) -> str:

@@ -43,6 +43,8 @@ def merge(entries: list[PathInfo], store_dir: str) -> dict[str, PathInfo]:
     closure: dict[str, PathInfo] = {}
     for entry in entries:
         _check_path(entry.path, store_dir, entry.where)
+        if entry.deriver:
+            _check_path(entry.deriver, store_dir, entry.where)
         refs = {}
         for ref, where in entry.references:
             ref = ref if ref.startswith("/") else f"{store_dir}/{ref}"
@@ -179,4 +181,4 @@ def main(
 
 
 def run() -> None:
-    app(prog_name=PROG)
+    cli.run_app(app, PROG)

@@ -47,14 +47,15 @@ def normalise_nar_hash(value: str) -> str:
     algo, sep, digest = value.partition(":")
     if not sep:
         algo, sep, digest = value.partition("-")
-        if sep and algo == "sha256":
-            raw = _b64(digest)
-            return "sha256:" + raw.hex()
+        if sep and algo in ("sha1", "sha256", "sha512", "md5"):
+            if algo != "sha256":
+                raise ValueError(f"unsupported hash algorithm {algo!r} (only sha256)")
+            return "sha256:" + _b64(digest).hex()
         algo, digest = "sha256", value
     if algo != "sha256":
         raise ValueError(f"unsupported hash algorithm {algo!r} (only sha256)")
-    if _HEX64.fullmatch(digest):
-        return "sha256:" + digest
+    if _HEX64.fullmatch(digest.lower()):
+        return "sha256:" + digest.lower()
     return "sha256:" + nix32_decode(digest, 32).hex()
 
 
@@ -91,7 +92,7 @@ def read_text(stream: IO[bytes], name: str) -> Iterator[PathInfo]:
         where = f"{name}:{lineno}"
         deriver = _next(lines, name, "deriver line")[1]
         count_no, count = _next(lines, name, "reference count")
-        if not count.isdigit():
+        if not (count.isascii() and count.isdigit()):
             raise LayerpipeError(f"expected a reference count, got {count!r}", f"{name}:{count_no}")
         refs = []
         for _ in range(int(count)):

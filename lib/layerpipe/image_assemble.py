@@ -17,10 +17,10 @@ import typer
 
 from . import cli, extrafiles, imageconfig as ic
 from .blobs import MEDIA_TYPES, compress_bytes, compression_of
+from .epoch import source_date_epoch
 from .errors import LayerpipeError, UsageError
 from .formats.docker_archive import add_docker_files
 from .formats.layout import Layout, write_dir, write_tar
-from .layer_tar import source_date_epoch
 from .records import Record, RecordReader, RecordWriter, need, need_digest, need_path_list, need_size
 from .storepath import name_of
 
@@ -55,7 +55,8 @@ def check_layer(rec: Record) -> dict:
         raise LayerpipeError(f"unsupported layer mediaType {layer['mediaType']!r}", rec.where)
     blob = os.path.normpath(layer["blob"])
     folder, hexname = os.path.split(blob)
-    if hexname != layer["digest"].split(":")[1] or not folder.endswith(os.path.join("blobs", "sha256")):
+    parent, sha = os.path.split(folder)
+    if hexname != layer["digest"].split(":")[1] or sha != "sha256" or os.path.basename(parent) != "blobs":
         raise LayerpipeError("layer 'blob' must be <blob dir>/blobs/sha256/<hex of its digest>", rec.where)
     return layer
 
@@ -223,4 +224,4 @@ def main(
 
 
 def run() -> None:
-    app(prog_name=PROG)
+    cli.run_app(app, PROG)

@@ -25,6 +25,8 @@ OCI_ARCHES = {"amd64", "386", "arm64", "arm", "mips64le", "ppc64le", "riscv64", 
               "mips", "mipsle", "mips64", "ppc64", "loong64", "wasm"}
 
 _REPO_CHARS = re.compile(r"[^a-z0-9._-]")
+_SEPARATOR_RUNS = re.compile(r"[._-]*[._][._-]*")
+_HOST_RE = re.compile(r"(localhost|[a-z0-9-]+(\.[a-z0-9-]+)+|[a-z0-9.-]+:[0-9]+)", re.IGNORECASE)
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
@@ -49,9 +51,13 @@ def rfc3339(epoch: int) -> str:
 
 def canonical_repository_component(name: str) -> str:
     """Guix's rule: lower case, `[a-z0-9._-]` (others become '.'), no leading or
-    trailing separators, 2 to 255 characters (padded with 'a')."""
-    name = _REPO_CHARS.sub(".", name.lower().strip("_-."))
-    return name[:255].ljust(2, "a")
+    trailing separators, at most 255 characters.  Unlike Guix,
+    separators are trimmed after the replacement and a run of them that holds
+    '.' or '_' becomes one '.', so the result is always a name Docker takes
+    (`App!` -> `app`, not `app.`)."""
+    name = _REPO_CHARS.sub(".", name.lower())
+    name = _SEPARATOR_RUNS.sub(lambda m: "." if len(m.group()) > 1 else m.group(), name).strip("_-.")
+    return name[:255].strip("_-.")
 
 
 def canonical_tag(value: str) -> str:
@@ -69,9 +75,16 @@ def canonical_tag(value: str) -> str:
         raise UsageError(f"--tag {value!r}: invalid tag {tag!r} (letters, digits, '_', '.', '-'; at most 128)")
     parts = name.split("/")
     host = [parts.pop(0)] if len(parts) > 1 and (parts[0] == "localhost" or any(c in parts[0] for c in ".:")) else []
+    if host and not _HOST_RE.fullmatch(host[0]):
+        raise UsageError(f"--tag {value!r}: invalid registry host {host[0]!r}")
     if not parts or not all(parts):
         raise UsageError(f"--tag {value!r}: empty repository name")
-    return "/".join(host + [canonical_repository_component(p) for p in parts]) + ":" + tag
+    parts = [canonical_repository_component(p) for p in parts]
+    if not host and len(parts) == 1:
+        parts[0] = parts[0].ljust(2, "a")  # Guix: at least two characters
+    if not all(parts):
+        raise UsageError(f"--tag {value!r}: a path component has no usable characters")
+    return "/".join(host + parts) + ":" + tag
 
 
 def qualified_name(tag: str) -> str:

@@ -72,4 +72,4 @@ def main(
 
 
 def run() -> None:
-    app(prog_name=PROG)
+    cli.run_app(app, PROG)

@@ -17,18 +17,12 @@ import typer
 
 from . import cli
 from .blobs import BlobWriter, check_level, default_blob_dir
+from .epoch import source_date_epoch
 from .errors import LayerpipeError, UsageError
 from .records import Record, RecordReader, RecordWriter, need, need_path_list
 from .tarwriter import TarWriter, add_tree, parent_dirs
 
 PROG = "layer-tar"
-
-
-def source_date_epoch() -> int:
-    value = os.environ.get("SOURCE_DATE_EPOCH", "1")
-    if not value.isdigit():
-        raise UsageError(f"SOURCE_DATE_EPOCH must be a non-negative integer, not {value!r}")
-    return int(value)
 
 
 def check_layer(rec: Record, root: str) -> list[str]:
@@ -92,9 +86,11 @@ def layer_tar(reader: RecordReader, out: IO[bytes], *, root: str, blob_dir: str,
     check_level(compression, level)
     records = list(reader)
     layers = {i: check_layer(r, root) for i, r in enumerate(records) if r.type == "layer"}
+    if not layers:
+        raise LayerpipeError("no layer records in the input: nothing to tar", reader.name)
     progress = cli.Progress(PROG, sum(_tree_size(root, p) for p in layers.values()) if not quiet and
                             sys.stderr.isatty() else 0, quiet)
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(layers) or 1)))
+    threads = max(1, available_cpus() // max(1, min(jobs, len(layers) or 1)))
     builder = LayerBuilder(root, blob_dir, compression, level, threads, progress)
     writer = RecordWriter(out)
     writer.write(reader.header.with_stage(PROG))
@@ -151,4 +147,4 @@ def main(
 
 
 def run() -> None:
-    app(prog_name=PROG)
+    cli.run_app(app, PROG)

@@ -29,7 +29,7 @@ def _node_size(path: bytes) -> int:
     size = _OPEN + _TYPE + _CLOSE
     if stat.S_ISREG(mode):
         size += _s(len("regular"))
-        if mode & 0o111:
+        if mode & stat.S_IXUSR:  # as Nix: the owner bit decides
             size += _s(len("executable")) + _s(0)
         return size + _s(len("contents")) + _s(st.st_size)
     if stat.S_ISLNK(mode):

@@ -95,7 +95,9 @@ class TarWriter:
             data = b"".join(_pax_record(k, v) for k, v in pax)
             self._emit(_header(b"././@PaxHeader", 0o644, len(data), self.mtime, _PAXTYPE))
             self._emit(data + b"\0" * (-len(data) % BLOCK))
-            name, link = _ascii_fallback(name), _ascii_fallback(link)
+            # Only values the PAX header carries get a lossy ustar stand-in.
+            name = name if _fits_ustar(name) else _ascii_fallback(name)
+            link = link if _fits_ustar(link) else _ascii_fallback(link)
         self._emit(_header(name, mode, size, self.mtime, kind, link))
 
     def add_dir(self, name: bytes, mode: int = 0o555) -> None:

@@ -5,6 +5,8 @@ Blobs come from files (layer blobs in the blob directory) or from memory
 be a regular file whose size and sha256 match its descriptor, checked while
 it is copied, streamed or before it is linked.
 """
+import ctypes
+import errno
 import hashlib
 import os
 import shutil
@@ -148,12 +150,31 @@ def write_dir(layout: Layout, path: str) -> None:
         raise
 
 
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
 def _swap_in(new: str, path: str) -> None:
+    """Put NEW at PATH; an old layout there is exchanged in one step where the
+    kernel allows, so PATH always names a whole layout, then removed."""
     if not os.path.lexists(path):
         os.rename(new, path)
-        return
-    old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".old")
-    os.rename(path, os.path.join(old, "layout"))
-    os.rename(new, path)
-    shutil.rmtree(old, ignore_errors=True)
-
+    elif _exchange(new, path):
+        shutil.rmtree(new, ignore_errors=True)
+    else:
+        old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".old")
+        os.rename(path, os.path.join(old, "layout"))
+        os.rename(new, path)
+        shutil.rmtree(old, ignore_errors=True)
