@@ -100,7 +100,10 @@ def refuse_tty(stream: IO[bytes], what: str) -> None:
 def atomic_file(path: str, mode: int = 0o644) -> Iterator[IO[bytes]]:
     """Write PATH through a temp file in its folder, renamed into place on success."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except OSError as exc:
+        raise LayerpipeError(f"cannot write here: {exc.strerror}", path) from None
     try:
         with os.fdopen(fd, "wb") as out:
             yield out

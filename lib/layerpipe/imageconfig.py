@@ -19,7 +19,7 @@ INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 # GNU system / Nix system prefixes, mapped as Guix maps them (with the
 # architectures Guix added later); Docker/OCI names are taken as they are.
 _ARCH_PREFIXES = [("x86_64", "amd64"), ("i686", "386"), ("i586", "386"), ("aarch64", "arm64"),
-                  ("armhf", "arm"), ("arm", "arm"), ("mips64", "mips64le"),
+                  ("armhf", "arm"), ("arm", "arm"), ("mips64el", "mips64le"), ("mips64", "mips64le"), ("i386", "386"),
                   ("powerpc64le", "ppc64le"), ("riscv64", "riscv64"), ("s390x", "s390x")]
 OCI_ARCHES = {"amd64", "386", "arm64", "arm", "mips64le", "ppc64le", "riscv64", "s390x",
               "mips", "mipsle", "mips64", "ppc64", "loong64", "wasm"}
@@ -36,11 +36,12 @@ def canonical_json(doc) -> bytes:
 
 def architecture(value: str | None) -> str:
     """An OCI architecture from an OCI name, a GNU triplet or a Nix system."""
-    value = value or platform.machine()
+    value = platform.machine() if value is None else value
     if value in OCI_ARCHES:
         return value
+    cpu = value.split("-", 1)[0]
     for prefix, arch in _ARCH_PREFIXES:
-        if value.startswith(prefix):
+        if cpu == prefix or (prefix == "arm" and re.fullmatch(r"armv?[5-7][a-z]*", cpu)):
             return arch
     raise UsageError(f"unknown architecture {value!r} (e.g. amd64, arm64, x86_64-linux, aarch64-linux)")
 

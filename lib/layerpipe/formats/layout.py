@@ -133,7 +133,10 @@ def write_dir(layout: Layout, path: str) -> None:
     if os.path.lexists(path) and not os.path.isfile(os.path.join(path, "oci-layout")):
         raise LayerpipeError(f"{path}: exists and is not an OCI image layout; not replacing it")
     parent, base = os.path.split(path)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{base}.", suffix=".tmp")
+    try:
+        tmp = tempfile.mkdtemp(dir=parent, prefix=f".{base}.", suffix=".tmp")
+    except OSError as exc:
+        raise LayerpipeError(f"cannot write here: {exc.strerror}", path) from None
     try:
         os.makedirs(os.path.join(tmp, "blobs", "sha256"))
         for name, item in layout.entries():

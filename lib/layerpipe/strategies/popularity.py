@@ -13,7 +13,8 @@ where P(w) is the number of reference chains from a root down to w (1 for a
 root).  On Graham's example A->B A->G B->C B->E C->D C->E D->F E->F, P is
 A1 B1 C1 D1 E2 F3 G1 and the scores are A1 B2 C3 D4 E5 F9 G2.  The sum runs over
 a *set* of ancestors, not along chains: E's 5 counts A and B once although two
-chains reach E, so no recurrence over a path's parents yields it.
+chains reach E, so neither summing the parents' scores nor counting chains
+gives it.
 
 Order: score descending; equal scores by nixpkgs' `package_name`, the path
 with its part before the first "-" moved to the end (name first, then store
