@@ -218,7 +218,9 @@ def _records(proc) -> list[dict]:
 
 
 def pipeline_records(store, tmp_path) -> list[dict]:
-    """Every record each stage writes, from a text graph and from Nix JSON."""
+    """Every record each stage writes, from a text graph and from Nix JSON;
+    layer-split also with a strategy that names primaries, and with stable
+    keeping the layers of the first build (kept_from)."""
     graph = store.write_graph(str(tmp_path / "graph.refs"))
     root, blobs = ["--root", store.root], ["--blob-dir", str(tmp_path / "blobs")]
     from_text = run_stage("closure-read", *root, graph)
@@ -227,7 +229,14 @@ def pipeline_records(store, tmp_path) -> list[dict]:
     tarred = run_stage("layer-tar", *root, *blobs, input=split.stdout)
     image = run_stage("image-assemble", "-o", str(tmp_path / "app.tar"), "--tag", "app:1",
                       "--entrypoint", "bin/app", "--symlink", "/bin=bin", input=tarred.stdout)
-    return [r for proc in (from_text, read, split, tarred, image) for r in _records(proc)]
+    previous = tmp_path / "previous.ndjson"
+    previous.write_bytes(tarred.stdout)
+    splits = [run_stage("layer-split", "-s", name, input=read.stdout) for name in ("size", "popularity", "auto")]
+    kept = run_stage("layer-split", "-s", "stable", "--previous", str(previous), input=read.stdout)
+    kept_image = run_stage("layer-split", "-s", "stable", "--previous", str(tmp_path / "app.tar"),
+                           input=read.stdout)
+    stages = (from_text, read, split, tarred, image, *splits, kept, kept_image)
+    return [r for proc in stages for r in _records(proc)]
 
 
 def _fields(section: list[str]) -> dict[str, str]:
@@ -246,6 +255,10 @@ def test_records_page_documents_every_field(store, tmp_path):
     records = pipeline_records(store, tmp_path)
     seen_types = {r["type"] for r in records}
     assert set(RECORD_SECTIONS) <= seen_types, f"the pipeline wrote no {set(RECORD_SECTIONS) - seen_types} record"
+    # The runs must reach the optional layer fields, or their check below would pass unseen.
+    layer_keys = {k for r in records if r["type"] == "layer" for k in r}
+    unseen = {"reason", "primary", "kept_from"} - layer_keys
+    assert not unseen, f"no layer-split run wrote the layer fields {sorted(unseen)}: the check cannot see them"
     missing = []
     for rec in records:
         section = RECORD_SECTIONS.get(rec["type"])

@@ -3,7 +3,7 @@
 Groups the closure's store paths into layers with a strategy (strategies/)
 within a layer budget: --max-layers counts every layer of the final image,
 and the last one is kept for the top layer image-assemble adds, so a strategy
-gets max-layers - 1 store layers.  Layer records come after all other
+gets max-layers - 1 - reserve store layers.  Layer records come after all other
 records, base first.
 """
 import sys
@@ -14,6 +14,7 @@ import typer
 from . import cli
 from .errors import LayerpipeError, UsageError
 from .graph import closure_from_records
+from .previous import read_previous
 from .records import RecordReader, RecordWriter
 from .strategies import DEFAULT, STRATEGIES
 
@@ -23,11 +24,24 @@ MAX_LAYERS_DEFAULT = 100
 MAX_LAYERS_LIMIT = 125
 
 
-def layer_split(reader: RecordReader, out: IO[bytes], *, strategy: str, max_layers: int) -> None:
-    if strategy not in STRATEGIES:
-        raise UsageError(f"unknown strategy {strategy!r} (known: {', '.join(sorted(STRATEGIES))})")
+def store_budget(max_layers: int, reserve: int) -> int:
+    """Store layers a strategy may use: the top layer and RESERVE are set aside."""
     if not 2 <= max_layers <= MAX_LAYERS_LIMIT:
         raise UsageError(f"--max-layers must be between 2 and {MAX_LAYERS_LIMIT}, not {max_layers}")
+    if reserve < 0:
+        raise UsageError(f"--reserve must not be negative, not {reserve}")
+    if max_layers - 1 - reserve < 1:
+        raise UsageError(f"--reserve {reserve} leaves no store layer within --max-layers {max_layers}")
+    return max_layers - 1 - reserve
+
+
+def layer_split(reader: RecordReader, out: IO[bytes], *, strategy: str, max_layers: int,
+                reserve: int = 0, previous: list[str] = ()) -> None:
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r} (known: {', '.join(sorted(STRATEGIES))})")
+    budget = store_budget(max_layers, reserve)
+    if previous and strategy != "stable":
+        raise UsageError("--previous is for --strategy stable")
     records = list(reader)
     paths = [r for r in records if r.type == "path"]
     if any(r.type == "layer" for r in records):
@@ -35,14 +49,20 @@ def layer_split(reader: RecordReader, out: IO[bytes], *, strategy: str, max_laye
     if not paths:
         raise LayerpipeError("no path records in the input: nothing to layer", reader.name)
     closure = closure_from_records(paths)
-    layers = STRATEGIES[strategy](closure, max_layers - 1)
-    _check_partition(layers, closure.paths, strategy, max_layers - 1)
+    if previous:
+        store_dir = reader.header.extra.get("store_dir")
+        before = [layer for name in previous for layer in read_previous(name, store_dir)]
+        layers = STRATEGIES[strategy](closure, budget, before)
+    else:
+        layers = STRATEGIES[strategy](closure, budget)
+    _check_partition(layers, closure.paths, strategy, budget)
     writer = RecordWriter(out)
     writer.write(reader.header.with_stage(PROG))
     for rec in records:
         writer.write(rec.data)
     for index, members in enumerate(layers):
-        writer.write({"type": "layer", "index": index, "paths": sorted(members), "strategy": strategy})
+        why = getattr(members, "why", {})
+        writer.write({"type": "layer", "index": index, "paths": sorted(members), "strategy": strategy, **why})
 
 
 def _check_partition(layers: list[list[str]], paths: list[str], strategy: str, budget: int) -> None:
@@ -63,11 +83,14 @@ def main(
     input: str = typer.Argument("-", metavar="INPUT", help="Path records from closure-read; '-' reads stdin."),
     strategy: str = typer.Option(DEFAULT, "--strategy", "-s", metavar="NAME", help=f"Layering strategy: {', '.join(STRATEGIES)}."),
     max_layers: int = typer.Option(MAX_LAYERS_DEFAULT, "--max-layers", metavar="N", help="Layers in the final image, top layer included (2-125)."),
+    reserve: int = typer.Option(0, "--reserve", metavar="K", help="Layers left free for images built on top of this one."),
+    previous: list[str] = typer.Option([], "--previous", metavar="FILE", help="An earlier build (layer records, Docker archive, OCI layout or archive) whose layers stable keeps; repeatable."),
 ) -> None:
     """Read path records and append layer records, base layer first (NDJSON in and out)."""
     def body():
         stream, name = cli.open_input(input)
-        layer_split(RecordReader(stream, name), sys.stdout.buffer, strategy=strategy, max_layers=max_layers)
+        layer_split(RecordReader(stream, name), sys.stdout.buffer, strategy=strategy, max_layers=max_layers,
+                    reserve=reserve, previous=previous)
     cli.guard(PROG, body)
 
 

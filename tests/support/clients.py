@@ -39,15 +39,19 @@ CONFIG_TYPES = {"application/vnd.oci.image.config.v1+json",
                 "application/vnd.docker.container.image.v1+json"}
 
 
-def require(tool: str) -> str:
-    """Path of `tool`; skip the test without it, or fail in CI where it must be installed."""
-    path = shutil.which(tool)
-    if path:
-        return path
-    msg = f"{tool} is not installed (see shared/specs/CLIENTS.md)"
+def missing(msg: str) -> None:
+    """Skip the test for want of MSG's tool or data, or fail in CI where it must be there."""
     if os.environ.get("CI", "").lower() not in ("", "0", "false"):
         pytest.fail(msg, pytrace=False)
     pytest.skip(msg)
+
+
+def require(tool: str) -> str:
+    """Path of `tool`; skip the test without it, or fail in CI where it must be installed."""
+    path = shutil.which(tool)
+    if not path:
+        missing(f"{tool} is not installed (see shared/specs/CLIENTS.md)")
+    return path
 
 
 def run_client(argv: list, *, env: dict | None = None,
@@ -134,7 +138,8 @@ def _validators() -> dict:
 
     folder = schema_dir()
     if not folder.is_dir():
-        raise AssertionError(f"OCI schemas not found at {folder} (set LAYERPIPE_SHARED)")
+        missing(f"OCI schemas not found at {folder} (the shared/ folder beside the checkout; "
+                "or set LAYERPIPE_SHARED)")
 
     def retrieve(uri: str) -> Resource:
         # The schemas $ref each other by file name, but nested draft-04 "id"s move the base

@@ -48,6 +48,8 @@ def build_store(root: str, seed: str = "", order: list[str] | None = None, app_t
     reproducibility tests); APP_TEXT changes only the application item."""
     names = ["glibc-2.39", "libfoo-1.2", "app-" + app_text, "profile"]
     paths = {n.split("-")[0]: make_store_path(STORE_DIR, n, seed) for n in names}
+    # As input addressing does: the profile refers to the app, so it changes with it.
+    paths["profile"] = make_store_path(STORE_DIR, "profile", seed + app_text)
     glibc, libfoo, app, profile = (paths[k] for k in ("glibc", "libfoo", "app", "profile"))
     refs = {glibc: [glibc], libfoo: [glibc], app: [glibc, libfoo], profile: [app, libfoo]}
     fixture = StoreFixture(root, paths, refs)

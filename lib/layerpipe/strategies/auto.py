@@ -35,7 +35,7 @@ nixpkgs recomputes every label and copies its whole map for each new primary
 layer count is updated from the labels that change.
 """
 from ..graph import Closure
-from .common import Indexed, descendants, index_closure, set_bits
+from .common import Indexed, Layer, descendants, index_closure, set_bits
 
 Label = frozenset
 
@@ -45,8 +45,18 @@ def split(closure: Closure, budget: int) -> list[list[str]]:
     groups: dict[Label, list[int]] = {}
     for node, label in enumerate(_labels(graph, max(budget, 1))):
         groups.setdefault(label, []).append(node)
-    layers = list(groups.values())
-    return [[graph.paths[node] for node in layers[i]] for i in _base_first(graph, layers)]
+    labels, layers = list(groups), list(groups.values())
+    return [_explained(graph, labels[i], layers[i]) for i in _base_first(graph, layers)]
+
+
+def _explained(graph: Indexed, label: Label, nodes: list[int]) -> Layer:
+    paths = [graph.paths[node] for node in nodes]
+    if len(label) == 1:
+        primary = graph.paths[next(iter(label))]
+        return Layer(paths, reason="a primary and what only it needs", primary=primary)
+    if label:
+        return Layer(paths, reason=f"needed by {len(label)} primaries together")
+    return Layer(paths, reason="needed by no primary")
 
 
 def _labels(graph: Indexed, budget: int) -> list[Label]:

@@ -13,6 +13,15 @@ from ..errors import LayerpipeError
 from ..graph import Closure
 
 
+class Layer(list):
+    """A layer's member paths, plus why it exists: keys for its layer record
+    (`reason`, and `primary` or `kept_from` where they apply)."""
+
+    def __init__(self, paths, **why):
+        super().__init__(paths)
+        self.why = why
+
+
 @dataclass
 class Indexed:
     paths: list[str]            # node -> store path, sorted

@@ -42,14 +42,15 @@ sends nixpkgs into endless recursion, and which neither Nix nor Guix can
 produce) is refused with an error.
 """
 from ..graph import Closure
-from .common import Indexed, index_closure, set_bits
+from .common import Indexed, Layer, index_closure, set_bits
 
 
 def split(closure: Closure, budget: int) -> list[list[str]]:
     alone = popularity_order(closure, limit=max(budget - 1, 0))
     taken = set(alone)
     rest = [path for path in closure.paths if path not in taken]
-    return [[path] for path in alone] + ([rest] if rest else [])
+    return ([Layer([path], reason="one of the most popular items", primary=path) for path in alone]
+            + ([Layer(rest, reason="the less popular items")] if rest else []))
 
 
 def popularity_order(closure: Closure, limit: int | None = None) -> list[str]:

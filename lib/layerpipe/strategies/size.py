@@ -11,11 +11,13 @@ Size is narSize (Guix measures the items on disk); equal sizes go by store
 path, so the split never depends on the order of the input.
 """
 from ..graph import Closure
+from .common import Layer
 
 
 def split(closure: Closure, budget: int) -> list[list[str]]:
     ordered = sorted(closure.paths, key=lambda p: (-closure.nar_size.get(p, 0), p))
     if len(ordered) <= budget:
-        return [[path] for path in ordered]
+        return [Layer([path], reason="one item per layer", primary=path) for path in ordered]
     alone = max(budget - 1, 0)
-    return [[path] for path in ordered[:alone]] + [sorted(ordered[alone:])]
+    return ([Layer([path], reason="one of the largest items", primary=path) for path in ordered[:alone]]
+            + [Layer(sorted(ordered[alone:]), reason="the smaller items")])

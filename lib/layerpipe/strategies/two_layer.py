@@ -6,6 +6,7 @@ which stays bit-identical across application updates.  With a budget of one
 store layer, or an empty base, everything goes into one layer.
 """
 from ..graph import Closure
+from .common import Layer
 
 
 def split(closure: Closure, budget: int) -> list[list[str]]:
@@ -14,5 +15,6 @@ def split(closure: Closure, budget: int) -> list[list[str]]:
         top.update(closure.references[root])
     base = [p for p in closure.paths if p not in top]
     if budget < 2 or not base:
-        return [closure.paths]
-    return [base, sorted(top)]
+        return [Layer(closure.paths, reason="the whole closure")]
+    return [Layer(base, reason="what the roots need indirectly"),
+            Layer(sorted(top), reason="the roots and what they refer to directly")]
