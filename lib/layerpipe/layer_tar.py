@@ -16,7 +16,8 @@ from typing import IO
 import typer
 
 from . import cli
-from .blobs import BlobWriter, check_level, default_blob_dir
+from .blobs import BlobInfo, BlobWriter, check_level, default_blob_dir, hash_file
+from .cache import Cache, layer_key
 from .epoch import source_date_epoch
 from .errors import LayerpipeError, UsageError
 from .records import Record, RecordReader, RecordWriter, need, need_path_list
@@ -40,11 +41,13 @@ def check_layer(rec: Record, root: str) -> list[str]:
 
 class LayerBuilder:
     def __init__(self, root: str, blob_dir: str, compression: str, level: int | None,
-                 threads: int, progress: cli.Progress):
+                 threads: int, progress: cli.Progress, pool: ThreadPoolExecutor, verify: bool = False):
         self.root, self.blob_dir = root, blob_dir
-        self.compression, self.level, self.threads = compression, level, threads
+        self.compression, self.level, self.threads = compression, check_level(compression, level), threads
         self.mtime = source_date_epoch()
         self.progress = progress
+        self.pool, self.verify = pool, verify
+        self.cache = Cache(blob_dir)
         self.stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -53,7 +56,21 @@ class LayerBuilder:
             self.progress.advance(nbytes)
 
     def build(self, rec: Record, paths: list[str]) -> dict:
-        blob = BlobWriter(self.blob_dir, self.compression, self.level, self.threads)
+        key = layer_key(paths, self.compression, self.level, self.mtime)
+        cached = self.cache.lookup(key)
+        if cached and not self.verify:
+            return _described(rec, cached)
+        if cached and hash_file(cached.path)[0] != cached.digest:
+            sys.stderr.write(f"{PROG}: {rec.where}: cached blob {cached.path} is corrupt; rebuilt\n")
+        info = self._write(paths)
+        if cached and cached.digest != info.digest:
+            sys.stderr.write(f"{PROG}: {rec.where}: the cached blob of this layer ({cached.digest}) "
+                             f"did not match a rebuild ({info.digest}); replaced\n")
+        self.cache.store(key, info)
+        return _described(rec, info)
+
+    def _write(self, paths: list[str]) -> BlobInfo:
+        blob = BlobWriter(self.blob_dir, self.compression, self.level, self.threads, self.pool)
         try:
             tar = TarWriter(blob.write, self.mtime)
             dirs = sorted({d for p in paths for d in parent_dirs(p)})
@@ -63,14 +80,16 @@ class LayerBuilder:
                 add_tree(tar, os.fsencode(os.path.join(self.root, path.lstrip("/"))),
                          os.fsencode(path.lstrip("/")), self._count, self.stop.is_set)
             tar.close()
-            info = blob.finish()
+            return blob.finish()
         except BaseException:
             self.stop.set()
             blob.abort()
             raise
-        return {**rec.data, "diff_id": info.diff_id, "digest": info.digest, "size": info.size,
-                "mediaType": info.mediaType, "uncompressed_size": info.uncompressed_size,
-                "blob": info.path}
+
+
+def _described(rec: Record, info: BlobInfo) -> dict:
+    return {**rec.data, "diff_id": info.diff_id, "digest": info.digest, "size": info.size,
+            "mediaType": info.mediaType, "uncompressed_size": info.uncompressed_size, "blob": info.path}
 
 
 def _tree_size(root: str, paths: list[str]) -> int:
@@ -82,7 +101,8 @@ def _tree_size(root: str, paths: list[str]) -> int:
 
 
 def layer_tar(reader: RecordReader, out: IO[bytes], *, root: str, blob_dir: str,
-              compression: str, level: int | None, jobs: int, quiet: bool = False) -> None:
+              compression: str, level: int | None, jobs: int, quiet: bool = False,
+              verify: bool = False) -> None:
     check_level(compression, level)
     records = list(reader)
     layers = {i: check_layer(r, root) for i, r in enumerate(records) if r.type == "layer"}
@@ -90,11 +110,12 @@ def layer_tar(reader: RecordReader, out: IO[bytes], *, root: str, blob_dir: str,
         raise LayerpipeError("no layer records in the input: nothing to tar", reader.name)
     progress = cli.Progress(PROG, sum(_tree_size(root, p) for p in layers.values()) if not quiet and
                             sys.stderr.isatty() else 0, quiet)
-    threads = max(1, available_cpus() // max(1, min(jobs, len(layers) or 1)))
-    builder = LayerBuilder(root, blob_dir, compression, level, threads, progress)
+    cpus = available_cpus()
+    threads = max(1, cpus // max(1, min(jobs, len(layers) or 1)))
     writer = RecordWriter(out)
     writer.write(reader.header.with_stage(PROG))
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    with ThreadPoolExecutor(max_workers=cpus) as compressors, ThreadPoolExecutor(max_workers=jobs) as pool:
+        builder = LayerBuilder(root, blob_dir, compression, level, threads, progress, compressors, verify)
         futures = {i: pool.submit(builder.build, records[i], p) for i, p in layers.items()}
         try:
             for i, rec in enumerate(records):
@@ -131,18 +152,28 @@ def main(
     blob_dir: str = typer.Option(None, "--blob-dir", metavar="DIR", help="Where blobs are stored, as blobs/sha256/<hex> (default: $XDG_CACHE_HOME/layerpipe)."),
     jobs: int = typer.Option(0, "--jobs", "-j", metavar="N", help="Layers built at once (default: the CPUs this process may use)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, even on a terminal."),
+    verify: bool = typer.Option(False, "--verify", help="Rebuild every layer, even those the cache holds, and replace cache entries that differ."),
+    prune: float = typer.Option(None, "--prune", metavar="DAYS", help="Instead of tarring: remove cache entries unused for DAYS days and the blobs only they named."),
 ) -> None:
     """Tar, hash and compress each layer record's store items (NDJSON in and out).
 
-    The time stamp of every entry is SOURCE_DATE_EPOCH (default 1).
+    The time stamp of every entry is SOURCE_DATE_EPOCH (default 1).  Layers
+    whose members and settings were tarred before come from the cache in the
+    blob directory without reading the store (--verify rebuilds them).
     """
     def body():
         if jobs < 0:
             raise UsageError("--jobs must be 0 (all CPUs) or more")
+        if prune is not None:
+            if prune < 0:
+                raise UsageError("--prune takes a number of days, 0 or more")
+            entries, blobs = Cache(blob_dir or default_blob_dir()).prune(prune)
+            sys.stderr.write(f"{PROG}: removed {entries} cache entries and {blobs} blobs\n")
+            return
         stream, name = cli.open_input(input)
         layer_tar(RecordReader(stream, name), sys.stdout.buffer, root=root,
                   blob_dir=blob_dir or default_blob_dir(), compression=compress, level=level,
-                  jobs=jobs or available_cpus(), quiet=quiet)
+                  jobs=jobs or available_cpus(), quiet=quiet, verify=verify)
     cli.guard(PROG, body)
 
 
