@@ -5,7 +5,6 @@ spaces (orjson with OPT_SORT_KEYS), and built only from the options and the
 layer records, never from the clock or the host (except the default --arch).
 """
 import datetime
-import platform
 import re
 
 import orjson
@@ -36,7 +35,10 @@ def canonical_json(doc) -> bytes:
 
 def architecture(value: str | None) -> str:
     """An OCI architecture from an OCI name, a GNU triplet or a Nix system."""
-    value = platform.machine() if value is None else value
+    if value is None:
+        import platform
+
+        value = platform.machine()
     if value in OCI_ARCHES:
         return value
     cpu = value.split("-", 1)[0]

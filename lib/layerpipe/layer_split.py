@@ -14,7 +14,6 @@ import typer
 from . import cli
 from .errors import LayerpipeError, UsageError
 from .graph import closure_from_records
-from .previous import read_previous
 from .records import RecordReader, RecordWriter
 from .strategies import DEFAULT, STRATEGIES
 
@@ -50,6 +49,8 @@ def layer_split(reader: RecordReader, out: IO[bytes], *, strategy: str, max_laye
         raise LayerpipeError("no path records in the input: nothing to layer", reader.name)
     closure = closure_from_records(paths)
     if previous:
+        from .previous import read_previous  # tar and zstd readers: only when asked for
+
         store_dir = reader.header.extra.get("store_dir")
         before = [layer for name in previous for layer in read_previous(name, store_dir)]
         layers = STRATEGIES[strategy](closure, budget, before)

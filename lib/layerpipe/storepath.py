@@ -4,7 +4,6 @@ Guix and Nix share the rules: the hash part is 32 characters of the nix-base32
 alphabet (no e, o, u, t), the name uses `[A-Za-z0-9+-._?=]` and does not start
 with a dot; the store dir is an absolute, normalised directory.
 """
-import hashlib
 import re
 
 from .errors import LayerpipeError
@@ -90,5 +89,7 @@ def make_store_path(store_dir: str, name: str, seed: str = "") -> str:
 
     For tests and the demo store: real stores get their paths from Guix or Nix.
     """
+    import hashlib  # only tests and the demo make paths: keep it off start-up
+
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()[:20]
     return f"{store_dir}/{nix32_encode(digest)}-{name}"
