@@ -1,4 +1,5 @@
 """imageconfig: canonical JSON, tags, architectures, config and manifest documents."""
+import platform
 import re
 
 import pytest
@@ -120,9 +121,9 @@ def test_unknown_architecture_is_a_usage_error(junk):
 
 
 def test_default_architecture_is_the_machines(monkeypatch):
-    monkeypatch.setattr(ic.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert ic.architecture(None) == "arm64"
-    monkeypatch.setattr(ic.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     assert ic.architecture(None) == "amd64"
 
 
