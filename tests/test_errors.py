@@ -134,7 +134,7 @@ def test_identical_duplicate_is_folded():
 def test_path_outside_the_store_dir():
     nix = make_store_path("/nix/store", "c-1.0")
     message = fails("closure-read", input=graph_json((A, 1, [nix]), (nix, 1, [])))
-    assert message == f"stdin: entry 0: {nix}: outside the store directory /gnu/store"
+    assert message == f"stdin: entry 1: {nix}: outside the store directory /gnu/store"
 
 
 @pytest.mark.parametrize("bad", [

@@ -45,11 +45,10 @@ def merge(entries: list[PathInfo], store_dir: str) -> dict[str, PathInfo]:
         _check_path(entry.path, store_dir, entry.where)
         if entry.deriver:
             _check_path(entry.deriver, store_dir, entry.where)
-        refs = {}
-        for ref, where in entry.references:
-            ref = ref if ref.startswith("/") else f"{store_dir}/{ref}"
-            refs[_check_path(ref, store_dir, where)] = where
-        entry.references = refs
+        # References are checked in check_closed: one that is in the closure
+        # is a well-formed path already, so only strays need the syntax check.
+        entry.references = {ref if ref.startswith("/") else f"{store_dir}/{ref}": where
+                            for ref, where in entry.references}
         seen = closure.get(entry.path)
         if seen is None:
             closure[entry.path] = entry
@@ -85,28 +84,35 @@ def _conflict(a: PathInfo, b: PathInfo) -> str | None:
 
 def check_closed(closure: dict[str, PathInfo]) -> None:
     """Every reference names an item of the closure; no cycles but self-references."""
+    store_dir = next(iter(closure)).rpartition("/")[0]
     for entry in closure.values():
         for ref, where in entry.references.items():
             if ref not in closure:
+                _check_path(ref, store_dir, where)
                 raise LayerpipeError(f"{entry.path} refers to {ref}, which is not in the closure", where)
     _check_acyclic(closure)
 
 
 def _check_acyclic(closure: dict[str, PathInfo]) -> None:
-    # Kahn's algorithm: whatever never reaches in-degree 0 lies on a cycle.
-    pending = {p: len([r for r in e.references if r != p]) for p, e in closure.items()}
-    referrers: dict[str, list[str]] = {p: [] for p in closure}
-    for p, e in closure.items():
-        for r in e.references:
-            if r != p:
-                referrers[r].append(p)
-    ready = [p for p, n in pending.items() if n == 0]
+    # Kahn's algorithm on integers: whatever never gets to in-degree 0 lies on a cycle.
+    number = {path: i for i, path in enumerate(closure)}
+    referrers: list[list[int]] = [[] for _ in number]
+    pending = [0] * len(number)
+    for path, entry in closure.items():
+        me = number[path]
+        for ref in entry.references:
+            other = number[ref]
+            if other != me:
+                referrers[other].append(me)
+                pending[me] += 1
+    ready = [i for i, n in enumerate(pending) if n == 0]
     while ready:
         for referrer in referrers[ready.pop()]:
             pending[referrer] -= 1
             if pending[referrer] == 0:
                 ready.append(referrer)
-    cyclic = sorted(p for p, n in pending.items() if n > 0)
+    paths = list(closure)
+    cyclic = sorted(paths[i] for i, n in enumerate(pending) if n > 0)
     if cyclic:
         raise LayerpipeError(f"reference cycle among {len(cyclic)} items, e.g. {cyclic[0]}",
                              closure[cyclic[0]].where)

@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 
 from .errors import LayerpipeError
-from .records import Record, need, need_path_list, need_size, need_store_path
+from .records import Record, need, need_size, need_store_path
 
 
 @dataclass
@@ -34,14 +34,18 @@ def closure_from_records(records: list[Record]) -> Closure:
         if path in closure.references:
             raise LayerpipeError(f"{path}: duplicate path record (first at {where[path]})", rec.where)
         where[path] = rec.where
-        closure.references[path] = sorted(set(need_path_list(rec, "references", optional=True)))
+        refs = need(rec, "references", list, optional=True, default=[])
+        if not all(isinstance(r, str) for r in refs):
+            raise LayerpipeError("path record field 'references' must be a list of strings", rec.where)
+        closure.references[path] = sorted(set(refs))
         size = need_size(rec, "narSize", optional=True)
         closure.nar_size[path] = size if size is not None else 0
         if need(rec, "root", bool, optional=True, default=False):
             marked.append(path)
     for path, refs in closure.references.items():
-        for ref in refs:
+        for ref in refs:  # a reference with a path record is well-formed already
             if ref not in closure.references:
+                need_store_path(Record({"type": "path"}, where[path]), ref, "'references' entry")
                 raise LayerpipeError(f"{path} refers to {ref}, which has no path record", where[path])
     referrers = closure.referrers()
     closure.roots = sorted(marked) or [p for p in closure.paths if not referrers[p]]

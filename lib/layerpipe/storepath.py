@@ -4,6 +4,7 @@ Guix and Nix share the rules: the hash part is 32 characters of the nix-base32
 alphabet (no e, o, u, t), the name uses `[A-Za-z0-9+-._?=]` and does not start
 with a dot; the store dir is an absolute, normalised directory.
 """
+import functools
 import re
 
 from .errors import LayerpipeError
@@ -16,6 +17,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]*")
 _HASH_RE = re.compile(f"[{NIX32_ALPHABET}]{{{HASH_LEN}}}")
 
 
+@functools.lru_cache(maxsize=64)
 def check_store_dir(store_dir: str) -> str:
     """Return STORE_DIR if it is absolute and normalised, else raise."""
     parts = store_dir.split("/")

@@ -43,6 +43,9 @@ MERGED = "previous layers merged to fit the budget"
 # memory stays near (items x 2 KiB) however large the graph gets.
 MAX_EVENT_BITS = 16384
 WINDOW = 3  # depth-first neighbours that may merge, besides graph edges
+NEIGHBOUR_CAP = 128  # candidates kept per group, so hubs (glibc) stay cheap
+# Above this many items the model is replaced by layering by depth (below).
+MODEL_LIMIT = 20000
 TAR_OVERHEAD = 512  # an item costs at least its tar header
 
 
@@ -142,8 +145,10 @@ def group(model: Model, nodes: list[int], budget: int) -> list[list[int]]:
     for i, node in enumerate(ordered):
         neighbours[node].update(ordered[i + 1:i + 1 + WINDOW])
     for node in nodes:
-        for other in neighbours[node]:
+        for other in list(neighbours[node]):
             neighbours[other].add(node)
+    for node in nodes:
+        neighbours[node] = _nearest(neighbours[node], model.position[node], model.position)
     heap = [_candidate(model, groups, a, b) for a in nodes for b in neighbours[a] if a < b]
     heapq.heapify(heap)
     while len(groups) > budget:
@@ -157,6 +162,13 @@ def group(model: Model, nodes: list[int], budget: int) -> list[list[int]]:
             continue  # stale: a side was merged since
         _merge(model, groups, neighbours, owner, heap, a, b)
     return [sorted(g.members) for g in sorted(groups.values(), key=lambda g: (model.chance(g.events), g.first))]
+
+
+def _nearest(candidates: set[int], first: int, position) -> set[int]:
+    """At most NEIGHBOUR_CAP candidates, the closest in depth-first order."""
+    if len(candidates) <= NEIGHBOUR_CAP:
+        return candidates
+    return set(sorted(candidates, key=lambda k: (abs(position[k] - first), k))[:NEIGHBOUR_CAP])
 
 
 def _candidate(model: Model, groups: dict, a: int, b: int) -> tuple:
@@ -175,7 +187,8 @@ def _merge(model, groups, neighbours, owner, heap, a: int, b: int) -> None:
     groups[key] = merged
     for member in gb.members + ga.members:
         owner[member] = key
-    near = (neighbours.pop(a) | neighbours.pop(b)) - {a, b}
+    near = _nearest((neighbours.pop(a) | neighbours.pop(b)) - {a, b}, merged.first,
+                    {k: g.first for k, g in groups.items()})
     neighbours[key] = near
     for other in near:
         neighbours[other].discard(a)
@@ -196,10 +209,39 @@ def split(closure: Closure, budget: int, previous: list[tuple[list[str], str | N
     claimed = {n for layer, _ in kept for n in layer}
     rest = [n for n in range(len(graph.paths)) if n not in claimed]
     layers = [_kept_layer([graph.paths[n] for n in nodes], digest) for nodes, digest in kept]
-    if rest:
+    if rest and len(graph.paths) > MODEL_LIMIT:
+        layers += [Layer([graph.paths[n] for n in nodes], reason="items of similar depth")
+                   for nodes in by_depth(graph, rest, budget - len(kept))]
+    elif rest:
         model = build_model(graph)
         layers += [Layer([graph.paths[n] for n in nodes], reason="items that change together")
                    for nodes in group(model, rest, budget - len(kept))]
+    return layers
+
+
+def by_depth(graph: Indexed, nodes: list[int], budget: int) -> list[list[int]]:
+    """For very large closures: items ordered by depth (how long the longest
+    chain of references below them is; deeper items change more often, since
+    any change below them replaces them) and cut into BUDGET layers of about
+    equal size, the roots always on top of their own.  Linear time."""
+    depth = [0] * len(graph.paths)
+    for node in graph.leaves_first:
+        depth[node] = max((depth[k] + 1 for k in graph.children[node]), default=0)
+    roots = sorted(n for n in nodes if not graph.parents[n])
+    rest = sorted((n for n in nodes if graph.parents[n]), key=lambda n: (depth[n], graph.paths[n]))
+    slots = max(1, budget - (1 if roots and rest else 0))
+    total = sum(graph.sizes[n] + TAR_OVERHEAD for n in rest)
+    layers: list[list[int]] = [[] for _ in range(slots)] if rest else []
+    seen = 0
+    for node in rest:
+        layers[min(slots - 1, seen * slots // max(total, 1))].append(node)
+        seen += graph.sizes[node] + TAR_OVERHEAD
+    layers = [layer for layer in layers if layer]
+    if roots:
+        if len(layers) < budget:
+            layers.append(roots)
+        else:
+            layers[-1] += roots
     return layers
 
 
