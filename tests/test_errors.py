@@ -185,7 +185,7 @@ def test_max_layers_out_of_range(n):
     assert message == f"--max-layers must be between 2 and 125, not {n}"
 
 
-@pytest.mark.parametrize("n, layers", [("2", 1), ("3", 2), ("125", 2)])
+@pytest.mark.parametrize("n, layers", [("2", 1), ("3", 2), ("125", 3)])
 def test_max_layers_boundaries(n, layers):
     c = make_store_path("/gnu/store", "c-1.0", "errors")
     out = run_stage("layer-split", "--max-layers", n, input=path_records((A, [B]), (B, [c]), (c, []))).stdout

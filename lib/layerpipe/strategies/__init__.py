@@ -28,4 +28,4 @@ STRATEGIES: dict[str, Strategy] = {
     "auto": auto.split,
     "stable": stable.split,
 }
-DEFAULT = "two-layer"
+DEFAULT = "stable"

@@ -1,26 +1,33 @@
 """stable: layers chosen for the updates users make, and kept across builds.
 
 The model (man/layer-split.1, STABLE).  Under input addressing a store item
-gets a new path when it, or anything it refers to, changes.  We weigh the
-updates users make:
+gets a new path when it, or anything it refers to, changes.  We weigh three
+classes of updates, each the same in total, shared equally by its events:
 
 - an *application* changes (a root, or an item a root refers to directly,
-  e.g. a package in the profile): weight W_APP;
-- a *library* changes (any other item): weight W_LIB;
+  e.g. a package in the profile): it and what refers to it are replaced;
+- a *library* shared by two or more applications changes: it and all its
+  dependents are replaced.  A library only one application brings in is
+  left out: its change ships that application anyway, and the swap below
+  already keeps it apart from what others use;
 - a *sibling* image swaps one application for another: the items only that
   application brings in are not in the sibling, and what refers to them (the
-  profile) differs: weight W_SIB.  A root brings in only itself here.
+  profile) differs.  A root brings in only itself here.
 
 Each update is an event e with a set C_e of items it replaces.  A layer G is
-shipped again whenever some member is in C_e, so the bytes shipped beyond
-the ideal are, summed over events, P(e) * size(G - C_e).  Summed over all
-layers this is   sum_G size(G) * P(G is touched)  minus a constant (the
-ideal), where P(G is touched) is the weight of the union of the events that
-touch any member.  That is what the grouping minimises: start from one layer
-per item (the ideal) and, while there are more layers than the budget, merge
-the two neighbouring groups (an item and what it refers to, or items next to
-each other in a depth-first walk) whose merge adds the least.  Event sets
-are bit sets, so a merge costs an OR and three popcounts.
+shipped again whenever some member is in C_e, wasting size(G - C_e); the
+floor is ideal(e) = size(C_e).  We minimise the expected waste relative to
+the floor, sum_e P(e) * waste(e) / ideal(e), so that a small update that
+ships a large layer counts as much as it hurts.  Summed over layers this is
+sum_G size(G) * chance(G) minus a constant, where chance(G) is the sum of
+P(e) / ideal(e) over the events that touch any member.  Event sets are bit
+sets, so a group's chance costs an OR and one popcount per weight bucket.
+
+The grouping: start from one layer per item (the ideal) and, while there are
+more layers than the budget, merge the two neighbouring groups (an item and
+what it refers to, or items next to each other in a depth-first walk) whose
+merge adds the least; then move single items to a neighbouring group while
+that lowers the total (local search, a few passes).
 
 Layers are ordered by how likely they are to change, least likely at the
 base, so layers that survive an update keep their relative positions.
@@ -30,14 +37,17 @@ members are all still in the closure is kept as it was, in its old order, at
 the base; only the new items are grouped, above them.
 """
 import heapq
+import math
 import sys
 from dataclasses import dataclass, field
 
 from ..graph import Closure
 from ..records import DIGEST_RE
-from .common import Indexed, Layer, index_closure
+from .common import Indexed, Layer, index_closure, set_bits
 
-W_APP, W_LIB, W_SIB = 10, 2, 10
+CLASS_WEIGHT = {"app": 1.0, "lib": 1.0, "sib": 1.0}  # each class of update weighs the same
+MAX_BUCKETS = 16
+IDEAL_LIMIT = 2_000_000  # set bits summed to weigh events by their ideal
 MERGED = "previous layers merged to fit the budget"
 # Event bit sets are folded to this many bits on very large closures, so
 # memory stays near (items x 2 KiB) however large the graph gets.
@@ -45,19 +55,21 @@ MAX_EVENT_BITS = 16384
 WINDOW = 3  # depth-first neighbours that may merge, besides graph edges
 NEIGHBOUR_CAP = 128  # candidates kept per group, so hubs (glibc) stay cheap
 # Above this many items the model is replaced by layering by depth (below).
-MODEL_LIMIT = 20000
+MODEL_LIMIT = 8000
 TAR_OVERHEAD = 512  # an item costs at least its tar header
+IMPROVE_PASSES = 8
+IMPROVE_ALL = 50_000  # items x groups up to which every group is a move's candidate
 
 
 @dataclass
 class Model:
     graph: Indexed
     touch: list[int]              # node -> bit set of events that replace it
-    weights: dict[int, int]       # event mask -> weight, by class
+    weights: list[tuple[int, float]]  # (event mask, weight of each event in it)
     position: list[int]           # node -> index in the depth-first order
 
-    def chance(self, events: int) -> int:
-        return sum(w * (events & mask).bit_count() for mask, w in self.weights.items())
+    def chance(self, events: int) -> float:
+        return sum(w * (events & mask).bit_count() for mask, w in self.weights)
 
 
 def _applications(graph: Indexed) -> tuple[list[int], list[int]]:
@@ -79,24 +91,52 @@ def build_model(graph: Indexed) -> Model:
     for at, node in enumerate(graph.leaves_first):
         position[node] = at
     app_set = set(apps)
-    masks = {"app": 0, "lib": 0, "sib": 0}
+    kind: dict[int, str] = {}   # event bit -> class
     sibling = [0] * n  # node -> the bit of the swap that removes it, if any
     for j, members in enumerate(_exclusive_owner(graph, apps)):
-        bit = 1 << fold(n + j)
-        masks["sib"] |= bit
-        for member in members or ():
-            sibling[member] = bit
+        if members:
+            bit = fold(n + j)
+            kind[bit] = "sib"
+            for member in members:
+                sibling[member] = 1 << bit
     touch = [0] * n
     for node in graph.leaves_first:  # references before referrers
-        bit = 1 << fold(position[node])
-        masks["app" if node in app_set else "lib"] |= bit
-        events = bit | sibling[node]
+        events = sibling[node]
+        if node in app_set or not sibling[node]:
+            bit = fold(position[node])
+            kind.setdefault(bit, "app" if node in app_set else "lib")
+            events |= 1 << bit
         for kid in graph.children[node]:
             events |= touch[kid]
         touch[node] = events
-    weights = {masks["app"] & ~masks["sib"]: W_APP, masks["lib"] & ~masks["app"] & ~masks["sib"]: W_LIB,
-               masks["sib"]: W_SIB}
-    return Model(graph, touch, weights, position)
+    return Model(graph, touch, _weights(graph, touch, kind), position)
+
+
+def _weights(graph: Indexed, touch: list[int], kind: dict[int, str]) -> list[tuple[int, float]]:
+    """Each event's weight: its class's share over its ideal (the bytes it
+    replaces).  Events of similar weight share a bucket (at most MAX_BUCKETS,
+    none wider than needed, at least 1/8 octave) weighing their mean, so
+    that a group's chance costs one popcount per bucket.
+    On graphs too large to sum every event's ideal, the class share alone."""
+    count = dict.fromkeys(CLASS_WEIGHT, 0)
+    for c in kind.values():
+        count[c] += 1
+    ideal = dict.fromkeys(kind, 1)
+    if sum(t.bit_count() for t in touch) <= IDEAL_LIMIT:
+        for node, events in enumerate(touch):
+            size = graph.sizes[node] + TAR_OVERHEAD
+            for bit in set_bits(events):
+                ideal[bit] += size
+    weight = {bit: CLASS_WEIGHT[c] / count[c] / ideal[bit] for bit, c in kind.items()}
+    if not weight:
+        return []
+    low, high = math.log2(min(weight.values())), math.log2(max(weight.values()))
+    width = max((high - low) / MAX_BUCKETS, 1 / 8) * (1 + 1e-9)
+    buckets: dict[int, list[int]] = {}
+    for bit, w in weight.items():
+        buckets.setdefault(int((math.log2(w) - low) / width), []).append(bit)
+    return [(sum(1 << bit for bit in bits), sum(weight[bit] for bit in bits) / len(bits))
+            for _, bits in sorted(buckets.items())]
 
 
 def _exclusive_owner(graph: Indexed, apps: list[int]) -> list[list[int] | None]:
@@ -125,11 +165,14 @@ class Group:
     events: int = field(compare=False)
     first: int = 0  # smallest depth-first position: a stable name for ties
     version: int = field(default=0, compare=False)
+    cost: float = field(default=-1.0, compare=False)  # size * chance, set on first use
 
 
-def _cost(model: Model, a: Group, b: Group) -> int:
-    joined = (a.size + b.size) * model.chance(a.events | b.events)
-    return joined - a.size * model.chance(a.events) - b.size * model.chance(b.events)
+def _cost(model: Model, a: Group, b: Group) -> float:
+    for g in (a, b):
+        if g.cost < 0:
+            g.cost = g.size * model.chance(g.events)
+    return (a.size + b.size) * model.chance(a.events | b.events) - a.cost - b.cost
 
 
 def group(model: Model, nodes: list[int], budget: int) -> list[list[int]]:
@@ -148,7 +191,7 @@ def group(model: Model, nodes: list[int], budget: int) -> list[list[int]]:
         for other in list(neighbours[node]):
             neighbours[other].add(node)
     for node in nodes:
-        neighbours[node] = _nearest(neighbours[node], model.position[node], model.position)
+        neighbours[node] = _nearest(neighbours[node], model.position[node], model.position.__getitem__)
     heap = [_candidate(model, groups, a, b) for a in nodes for b in neighbours[a] if a < b]
     heapq.heapify(heap)
     while len(groups) > budget:
@@ -161,14 +204,82 @@ def group(model: Model, nodes: list[int], budget: int) -> list[list[int]]:
         if a not in groups or b not in groups or (groups[a].version, groups[b].version) != (va, vb):
             continue  # stale: a side was merged since
         _merge(model, groups, neighbours, owner, heap, a, b)
-    return [sorted(g.members) for g in sorted(groups.values(), key=lambda g: (model.chance(g.events), g.first))]
+    result = improve(model, [g.members for g in groups.values()])
+    return [sorted(g.members) for g in sorted(result, key=lambda g: (model.chance(g.events), g.first))]
+
+
+@dataclass
+class Bag:
+    """A group under local search: its members, and what its cost needs."""
+    members: list[int]
+    events: int
+    size: int
+    cost: float
+    first: int
+
+
+def _bag(model: Model, members: list[int]) -> Bag:
+    events = 0
+    for node in members:
+        events |= model.touch[node]
+    size = sum(model.graph.sizes[n] + TAR_OVERHEAD for n in members)
+    return Bag(members, events, size, size * model.chance(events), min(map(model.position.__getitem__, members)))
+
+
+def improve(model: Model, groups: list[list[int]]) -> list[Bag]:
+    """Local search: move single items to the group where the total cost
+    drops most, until no move helps or IMPROVE_PASSES passes are done.  On
+    small closures every group is a candidate; on larger ones, the groups of
+    the item's references and referrers."""
+    bags = [_bag(model, sorted(g, key=model.position.__getitem__)) for g in groups]
+    where = {node: i for i, bag in enumerate(bags) for node in bag.members}
+    graph, touch = model.graph, model.touch
+    everywhere = len(where) * len(bags) <= IMPROVE_ALL
+    for _ in range(IMPROVE_PASSES):
+        moved = False
+        for a in range(len(bags)):
+            i, stale = 0, True
+            while i < len(bags[a].members) and len(bags[a].members) > 1:
+                bag = bags[a]
+                members = bag.members
+                if stale:  # the events of members[:i] and of members[j:], to take one out in O(1)
+                    before, after = 0, [0] * (len(members) + 1)
+                    for j in range(len(members) - 1, -1, -1):
+                        after[j] = after[j + 1] | touch[members[j]]
+                    for j in range(i):
+                        before |= touch[members[j]]
+                    stale = False
+                node = members[i]
+                size = graph.sizes[node] + TAR_OVERHEAD
+                gain = bag.cost - (bag.size - size) * model.chance(before | after[i + 1])
+                targets = range(len(bags)) if everywhere else sorted(
+                    {where[k] for k in graph.children[node] + graph.parents[node] if k in where})
+                best = None
+                for b in targets:
+                    other = bags[b]
+                    if b != a:
+                        added = (other.size + size) * model.chance(other.events | touch[node]) - other.cost
+                        if gain - added > 1e-9 * bag.cost and (best is None or added < best[1]):
+                            best = (b, added)
+                if best is None:
+                    before |= touch[node]
+                    i += 1
+                    continue
+                b = best[0]
+                bags[b] = _bag(model, bags[b].members + [node])
+                bags[a] = _bag(model, members[:i] + members[i + 1:])
+                where[node] = b
+                moved = stale = True
+        if not moved:
+            break
+    return bags
 
 
 def _nearest(candidates: set[int], first: int, position) -> set[int]:
     """At most NEIGHBOUR_CAP candidates, the closest in depth-first order."""
     if len(candidates) <= NEIGHBOUR_CAP:
         return candidates
-    return set(sorted(candidates, key=lambda k: (abs(position[k] - first), k))[:NEIGHBOUR_CAP])
+    return set(sorted(candidates, key=lambda k: (abs(position(k) - first), k))[:NEIGHBOUR_CAP])
 
 
 def _candidate(model: Model, groups: dict, a: int, b: int) -> tuple:
@@ -187,8 +298,8 @@ def _merge(model, groups, neighbours, owner, heap, a: int, b: int) -> None:
     groups[key] = merged
     for member in gb.members + ga.members:
         owner[member] = key
-    near = _nearest((neighbours.pop(a) | neighbours.pop(b)) - {a, b}, merged.first,
-                    {k: g.first for k, g in groups.items()})
+    near = _nearest({k for k in neighbours.pop(a) | neighbours.pop(b) if k in groups and k != key}, merged.first,
+                    lambda k: groups[k].first)
     neighbours[key] = near
     for other in near:
         neighbours[other].discard(a)
