@@ -2,10 +2,11 @@
 reuse of previous builds (--previous), through the library and the command."""
 import json
 import subprocess
+import sys
 
 import pytest
 
-from conftest import BIN, run_stage
+from conftest import BIN, REPO, run_stage
 from layerpipe.graph import Closure
 from layerpipe.storepath import make_store_path
 from layerpipe.strategies import stable
@@ -204,3 +205,17 @@ def test_the_man_pages_worked_example():
     c = Closure({path[k]: [path[r] for r in v] for k, v in refs.items()}, {path[k]: v for k, v in sizes.items()},
                 [path["profile"]])
     assert names(stable.split(c, 3)) == [["glibc"], ["libfoo"], ["app-v1", "profile"]]
+
+
+def test_a_hub_heavy_closure_of_2000_paths(tmp_path):
+    """bench/graph100k.py's shape (glibc referred to by 80% of the paths):
+    merged groups used to keep stale neighbours and crash with a KeyError."""
+    graph = tmp_path / "g.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "graph100k.py"), "--paths", "2000", "-o", str(graph)],
+                   check=True)
+    proc = subprocess.run(f"{BIN}/closure-read {graph} | {BIN}/layer-split -s stable --max-layers 100",
+                          shell=True, capture_output=True, check=True)
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    paths = sorted(r["path"] for r in lines if r["type"] == "path")
+    layers = [r["paths"] for r in lines if r["type"] == "layer"]
+    assert len(layers) == 99 and sorted(p for layer in layers for p in layer) == paths
