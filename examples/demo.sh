@@ -12,7 +12,7 @@ cd "$out"
 "$here/examples/make-demo-store.py" root /gnu/store graph.refs
 
 closure-read --root root graph.refs \
-  | layer-split --strategy two-layer \
+  | layer-split \
   | layer-tar --root root --blob-dir blobs \
   | image-assemble --tag layerpipe-demo:latest --entrypoint bin/hello --symlink /bin=bin -o demo.tar \
   | tee image.ndjson | jq -c 'select(.type == "image") | {image_id, tags, layers: [.layers[] | {digest, size}]}'

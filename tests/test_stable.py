@@ -37,16 +37,17 @@ def test_budget_binding_worked_by_hand():
     # Applications: the root (app) and what it refers to directly (libfoo).
     # app claims only itself; libfoo alone brings in glibc, so glibc is
     # libfoo's and has no event of its own.  Events, each weighed by its
-    # class's share (1/2 each here: no shared library) over its ideal (sizes
-    # with a 512-byte header: glibc 612, libfoo 522, app 513):
-    #   libfoo's update touches libfoo, app     1/2/1035
-    #   app's update touches app                1/2/513
+    # class's share (application updates 2/2, swaps 1/2; no shared library)
+    # over its ideal (sizes with a 512-byte header: glibc 612, libfoo 522,
+    # app 513):
+    #   libfoo's update touches libfoo, app     1/1035
+    #   app's update touches app                1/513
     #   app's swap touches app                  1/2/513
     #   libfoo's swap touches all three         1/2/1647
-    # chance: glibc 3.04e-4, libfoo 7.87e-4, app 2.74e-3.  Two layers:
-    #   {glibc,libfoo} {app}:  1134*7.87e-4 + 513*2.74e-3 = 2.30   <- cheapest
-    #   {glibc} {libfoo,app}:   612*3.04e-4 + 1035*2.74e-3 = 3.02
-    #   {glibc,app} {libfoo}:  1125*2.74e-3 +  522*7.87e-4 = 3.49
+    # chance: glibc 3.0e-4, libfoo 1.27e-3, app 4.19e-3.  Two layers:
+    #   {glibc,libfoo} {app}:  1134*1.27e-3 + 513*4.19e-3 = 3.59   <- cheapest
+    #   {glibc} {libfoo,app}:   612*3.0e-4 + 1035*4.19e-3 = 4.52
+    #   {glibc,app} {libfoo}:  1125*4.19e-3 +  522*1.27e-3 = 5.38
     assert names(stable.split(CHAIN, 2)) == [["glibc", "libfoo"], ["app"]]
     assert names(stable.split(CHAIN, 1)) == [["app", "glibc", "libfoo"]]
 
@@ -60,21 +61,22 @@ TWO_APPS = closure({"glibc": [], "zlib": ["glibc"], "app": ["zlib", "glibc"], "a
 
 def test_a_library_only_one_application_uses_joins_that_application_first():
     # Events (ideal with headers: glibc 5512, zlib 812, app 1512, app2 1512,
-    # profile 522), each class weighing 1 in total:
+    # profile 522); application updates weigh 2 in total, the others 1:
     #   glibc's update (the one shared library) touches all: 1/9870
-    #   app's, app2's, profile's updates: 1/3/2034, 1/3/2034, 1/3/522
+    #   app's, app2's, profile's updates: 2/3/2034, 2/3/2034, 2/3/522
     #   swaps: app's (app, zlib, profile) 1/3/2846; app2's 1/3/2034;
     #   profile's 1/3/522.  zlib, only app's, has no event of its own.
-    # Singleton costs: glibc .558, zlib .177, app .578, app2 .649, profile
-    # 1.037.  One merge; what each adds:
-    #   zlib+app .133 (app's events already cover zlib's)   <- cheapest
-    #   zlib+app2 .443, zlib+glibc .645, app+app2 .921, zlib+profile 1.436
+    # (Weights this close share a bucket: glibc's and app's swap weigh
+    # their mean, 1.09e-4.)  Singleton costs: glibc .60, zlib .18, app .83,
+    # app2 .91, profile 1.54.  One merge; what each adds:
+    #   zlib+app .27 (app's events already cover zlib's)   <- cheapest
+    #   zlib+app2 .56, zlib+glibc .60, app+app2 1.40, zlib+profile 2.22
     assert names(stable.split(TWO_APPS, 4)) == [["glibc"], ["app", "zlib"], ["app2"], ["profile"]]
 
 
 def test_local_search_moves_an_item_to_where_it_costs_least():
-    # From a poor grouping, zlib moves next to app (the move saves
-    # .621 - .311 = .310, numbers above); nothing else helps.
+    # From a poor grouping, zlib moves next to app: out of {zlib, app2} it
+    # saves .56, next to app it adds .27 (numbers above); nothing else helps.
     from layerpipe.strategies.common import index_closure
     graph = index_closure(TWO_APPS)
     model = stable.build_model(graph)

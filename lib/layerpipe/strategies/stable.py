@@ -2,7 +2,8 @@
 
 The model (man/layer-split.1, STABLE).  Under input addressing a store item
 gets a new path when it, or anything it refers to, changes.  We weigh three
-classes of updates, each the same in total, shared equally by its events:
+classes of updates (CLASS_WEIGHT: application updates, the most common,
+twice the others), each class's weight shared equally by its events:
 
 - an *application* changes (a root, or an item a root refers to directly,
   e.g. a package in the profile): it and what refers to it are replaced;
@@ -26,7 +27,8 @@ sets, so a group's chance costs an OR and one popcount per weight bucket.
 The grouping: start from one layer per item (the ideal) and, while there are
 more layers than the budget, merge the two neighbouring groups (an item and
 what it refers to, or items next to each other in a depth-first walk) whose
-merge adds the least; then move single items to a neighbouring group while
+merge adds the least (neighbours: an item and what it refers to, or items
+at most WINDOW apart in a depth-first walk); then move single items to a neighbouring group while
 that lowers the total (local search, a few passes).
 
 Layers are ordered by how likely they are to change, least likely at the
@@ -45,17 +47,17 @@ from ..graph import Closure
 from ..records import DIGEST_RE
 from .common import Indexed, Layer, index_closure, set_bits
 
-CLASS_WEIGHT = {"app": 1.0, "lib": 1.0, "sib": 1.0}  # each class of update weighs the same
+CLASS_WEIGHT = {"app": 2.0, "lib": 1.0, "sib": 1.0}  # application updates, the most common, twice
 MAX_BUCKETS = 16
 IDEAL_LIMIT = 2_000_000  # set bits summed to weigh events by their ideal
 MERGED = "previous layers merged to fit the budget"
 # Event bit sets are folded to this many bits on very large closures, so
 # memory stays near (items x 2 KiB) however large the graph gets.
 MAX_EVENT_BITS = 16384
-WINDOW = 3  # depth-first neighbours that may merge, besides graph edges
+WINDOW = 8  # depth-first neighbours that may merge, besides graph edges
 NEIGHBOUR_CAP = 128  # candidates kept per group, so hubs (glibc) stay cheap
 # Above this many items the model is replaced by layering by depth (below).
-MODEL_LIMIT = 8000
+MODEL_LIMIT = 6000
 TAR_OVERHEAD = 512  # an item costs at least its tar header
 IMPROVE_PASSES = 8
 IMPROVE_ALL = 50_000  # items x groups up to which every group is a move's candidate
