@@ -172,3 +172,14 @@ def test_one_oci_layout_holds_two_images_sharing_blobs(demo, buildah_base, podma
         image_id = clients.podman_pull(podman, f"oci:{layout}:{tag}")
         assert "Hello from a layerpipe image!" in clients.podman_run(podman, image_id, *(["hello"] if tag == "app:1" else []))
     assert (tmp_path / "images" / "blobs" / "sha256" / app["layers"][0]["digest"][7:]).is_file()
+
+
+def test_image_on_a_docker_save_base(demo, buildah_base, dockerd, tmp_path):
+    """What `docker save` writes (here Docker 20.10: <id>/layer.tar, no index.json) is a base."""
+    loaded = clients.docker_load(dockerd, buildah_base["docker-archive"])
+    clients.run_client(["docker", "save", "-o", tmp_path / "saved.tar", loaded], env=dockerd)
+    image = assemble(demo["layers"], tmp_path / "img.tar", "--base", str(tmp_path / "saved.tar"),
+                     "--tag", "on-docker-save:1", "-e", f"PATH=/bin:{demo['profile']}/bin", "-e", "FOO=bar")
+    assert "manifest" not in image["base"] and image["base"]["name"] == loaded
+    assert clients.docker_load(dockerd, tmp_path / "img.tar") == "on-docker-save:1"
+    _check_run(dockerd, "on-docker-save:1", clients.docker_run)

@@ -154,6 +154,13 @@ def _bad_base(tmp_path, case: str):
     elif case in ("layer-digest", "config-digest"):
         made = images.oci_layout(root, GOOD)
         _flip_blob(root, made["layers"][0]["digest"] if case == "layer-digest" else made["config"]["digest"])
+    elif case == "blob-outside":
+        made = images.oci_layout(root, GOOD)
+        blob = root / "blobs/sha256" / made["layers"][0]["digest"][7:]
+        os.rename(blob, tmp_path / "outside")
+        blob.symlink_to(tmp_path / "outside")
+    elif case == "bad-env":
+        images.oci_layout(root, GOOD, config=images.base_config([images.sha(GOOD[0])], Env="PATH=/bin"))
     elif case == "blob-missing":
         made = images.oci_layout(root, GOOD)
         (root / "blobs/sha256" / made["layers"][0]["digest"][7:]).unlink()
@@ -198,6 +205,8 @@ REFUSED = {
     "layer-digest": "blob does not match its digest (it is sha256:",
     "config-digest": "does not match its digest",
     "blob-missing": "no file 'blobs/sha256/",
+    "blob-outside": "no file 'blobs/sha256/",  # a link out of the layout is not followed
+    "bad-env": "its config's Env is not a list of strings",
     "diff-id": "uncompressed tar is sha256:",
     "media-type": "but the blob is gzip-compressed",
     "foreign-layer": "unsupported layer media type",

@@ -110,8 +110,15 @@ def _layer(src, i: int, entry: tuple, diff_id: str, where: str) -> dict:
             "diff_id": diff_id, "file": name}
 
 
-_TYPES = {"User": str, "WorkingDir": str, "StopSignal": str, "Env": list, "Entrypoint": list, "Cmd": list,
+_KINDS = {"User": str, "WorkingDir": str, "StopSignal": str, "Env": list, "Entrypoint": list, "Cmd": list,
           "Labels": dict, "ExposedPorts": dict, "Volumes": dict}
+_SAID = {str: "a string", list: "a list of strings", dict: "an object"}
+
+
+def _well_typed(key: str, value) -> bool:
+    kind = _KINDS[key]
+    strings = value if kind is list else value.values() if key == "Labels" and isinstance(value, dict) else []
+    return isinstance(value, kind) and all(isinstance(s, str) for s in strings)
 
 
 def _runtime(runtime, where: str) -> dict:
@@ -120,16 +127,11 @@ def _runtime(runtime, where: str) -> dict:
         return {}
     if not isinstance(runtime, dict):
         raise LayerpipeError("its config's 'config' is not an object", where)
-    kept = {}
     for key in INHERITED:
-        value = runtime.get(key)
-        if value is None:
-            continue
-        strings = value if isinstance(value, list) else value.values() if key == "Labels" and isinstance(value, dict) else []
-        if not isinstance(value, _TYPES[key]) or not all(isinstance(s, str) for s in strings):
-            raise LayerpipeError(f"its config's {key} is not a {_TYPES[key].__name__} of strings", where)
-        kept[key] = value
-    return kept
+        if runtime.get(key) is not None and not _well_typed(key, runtime[key]):
+            raise LayerpipeError(f"its config's {key} is not {_SAID[_KINDS[key]]}" +
+                                 (" of strings" if key == "Labels" else ""), where)
+    return {key: runtime[key] for key in INHERITED if runtime.get(key) is not None}
 
 
 def _history(config: dict, layer_count: int, where: str) -> list[dict]:
