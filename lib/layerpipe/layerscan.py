@@ -148,7 +148,8 @@ def _scan(raw: _Hashing, stored_size: int, where: str) -> ScannedLayer:
     count = 0
     try:
         with tarfile.open(fileobj=tar_stream, mode="r:") as tar:
-            for member in tar:
+            while (member := tar.next()) is not None:
+                tar.members.clear()  # tarfile keeps every header read; a million would weigh 500 MB
                 count += 1
                 if count > MAX_ENTRIES:
                     raise LayerpipeError(f"more than {MAX_ENTRIES} entries", where)
