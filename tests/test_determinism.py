@@ -115,3 +115,22 @@ def test_a_new_app_build_changes_only_the_top_layers(gzip_runs, tmp_path):
     # glibc's and libfoo's layers and the unchanged extra-files layer; the
     # application's and the profile's are new
     assert len(shared) == 3, sorted(shared)
+
+
+def test_an_image_on_a_base_is_the_same_whatever_form_the_base_has(tmp_path):
+    """The base as an OCI directory, as a tar of that directory and as a Docker
+    archive (written by image-assemble from the same records): the same image."""
+    from tests.support.images import tar_dir
+
+    run_pipeline(tmp_path / "base", VARIANTS["a"], "gzip", ["oci", "docker-archive"])
+    built = tmp_path / "base" / "out"
+    tar_dir(built / "oci", tmp_path / "oci.tar")
+    outputs = []
+    for base in (built / "oci", tmp_path / "oci.tar", built / "docker-archive"):
+        out = tmp_path / f"on-{base.name}"
+        proc = subprocess.run([f"{BIN}/image-assemble", "--base", str(base), "--base-ref", "app:1", "--tag", "on:1",
+                               "-o", str(out), str(tmp_path / "base" / "tarred.ndjson")],
+                              capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr.decode()
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]

@@ -220,7 +220,8 @@ def _records(proc) -> list[dict]:
 def pipeline_records(store, tmp_path) -> list[dict]:
     """Every record each stage writes, from a text graph and from Nix JSON;
     layer-split also with a strategy that names primaries, and with stable
-    keeping the layers of the first build (kept_from)."""
+    keeping the layers of the first build (kept_from); image-assemble also
+    on a base image (base)."""
     graph = store.write_graph(str(tmp_path / "graph.refs"))
     root, blobs = ["--root", store.root], ["--blob-dir", str(tmp_path / "blobs")]
     from_text = run_stage("closure-read", *root, graph)
@@ -235,7 +236,9 @@ def pipeline_records(store, tmp_path) -> list[dict]:
     kept = run_stage("layer-split", "-s", "stable", "--previous", str(previous), input=read.stdout)
     kept_image = run_stage("layer-split", "-s", "stable", "--previous", str(tmp_path / "app.tar"),
                            input=read.stdout)
-    stages = (from_text, read, split, tarred, image, *splits, kept, kept_image)
+    based = run_stage("image-assemble", "-o", str(tmp_path / "based.tar"), "--base", str(tmp_path / "app.tar"),
+                      "--tag", "based:1", input=tarred.stdout)
+    stages = (from_text, read, split, tarred, image, *splits, kept, kept_image, based)
     return [r for proc in stages for r in _records(proc)]
 
 

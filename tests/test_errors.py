@@ -335,12 +335,26 @@ def test_oci_output_refuses_what_is_not_a_layout(tarred, tmp_path):
     assert leftovers(tmp_path) == ["img"] and leftovers(target) == ["precious"]
 
 
-def test_oci_output_replaces_a_layout(tarred, tmp_path):
+def _ref_names(layout) -> list[str]:
+    index = json.loads((layout / "index.json").read_text())
+    return [d["annotations"]["org.opencontainers.image.ref.name"] for d in index["manifests"]]
+
+
+def test_oci_output_adds_to_a_layout_and_replaces_by_name(tarred, tmp_path):
     target = tmp_path / "img"
     run_stage("image-assemble", "--format", "oci", "--tag", "old:1", "-o", str(target), input=tarred["gzip"])
     run_stage("image-assemble", "--format", "oci", "--tag", "new:1", "-o", str(target), input=tarred["gzip"])
-    assert b"new:1" in (target / "index.json").read_bytes() and b"old:1" not in (target / "index.json").read_bytes()
-    assert leftovers(tmp_path) == ["img"]  # the old layout and the temp directory are gone
+    assert _ref_names(target) == ["old:1", "new:1"]
+    blobs = set(os.listdir(target / "blobs" / "sha256"))
+    run_stage("image-assemble", "--format", "oci", "--tag", "old:1", "-e", "A=1", "-o", str(target), input=tarred["gzip"])
+    assert _ref_names(target) == ["old:1", "new:1"]  # replaced in its place
+    after = set(os.listdir(target / "blobs" / "sha256"))
+    assert len(after - blobs) == 2 and len(blobs - after) == 0  # new config and manifest; old:1's were new:1's too
+    run_stage("image-assemble", "--format", "oci", "--tag", "new:1", "-e", "A=1", "-o", str(target), input=tarred["gzip"])
+    final = set(os.listdir(target / "blobs" / "sha256"))
+    # the first config and manifest, now reached by no name, are gone; the layers stay
+    assert after - blobs <= final < after and len(final) == len(after) - 2
+    assert leftovers(tmp_path) == ["img"]  # the old layouts and the temp directories are gone
 
 
 @pytest.mark.parametrize("value, status", [("8589934591", 0), ("8589934592", 2), ("-1", 2), ("1.5", 2), ("", 2)])

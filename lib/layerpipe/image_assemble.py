@@ -1,12 +1,14 @@
 """image-assemble: tarred layer records in, an image out.
 
-Collects the layer records (base first, by index), adds a top layer for files
-outside the store (extrafiles), writes the image config and manifest
-(imageconfig) and the image as a Docker archive, an OCI layout directory or
-an OCI layout tar (formats/layout).  On stdout: the header, records it does
+Collects the layer records (base first, by index), puts them on a base
+image's layers when asked (base_image), adds a top layer for files outside
+the store (extrafiles), writes the image config and manifest (imageconfig)
+and the image as a Docker archive, an OCI layout tar (formats/layout) or an
+OCI layout directory, new or added to (formats/oci_dir).  On stdout: the header, records it does
 not know, and one `image` record describing what it wrote (nothing on stdout
 when the image itself goes there with `-o -`).
 """
+import contextlib
 import hashlib
 import os
 import sys
@@ -16,11 +18,13 @@ from typing import IO
 import typer
 
 from . import cli, extrafiles, imageconfig as ic
+from .base_image import Base, open_base
 from .blobs import MEDIA_TYPES, compress_bytes, compression_of
 from .epoch import source_date_epoch
 from .errors import LayerpipeError, UsageError
 from .formats.docker_archive import add_docker_files
-from .formats.layout import Layout, write_dir, write_tar
+from .formats.layout import Layout, write_tar
+from .formats.oci_dir import write_dir
 from .records import Record, RecordReader, RecordWriter, need, need_digest, need_path_list, need_size
 from .storepath import name_of
 
@@ -42,6 +46,8 @@ class Options:
     labels: list[str] = field(default_factory=list)
     arch: str | None = None
     symlinks: list[str] = field(default_factory=list)
+    base: str | None = None
+    base_ref: str | None = None
 
 
 def check_layer(rec: Record) -> dict:
@@ -119,9 +125,17 @@ def _history(layers: list[dict], created: str, top_comment: str) -> list[dict]:
 def check_options(layers: list[dict], opts: Options) -> None:
     if opts.format not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
-    if len(layers) + 1 > MAX_LAYERS:
-        raise LayerpipeError(f"{len(layers)} store layers and the top layer exceed {MAX_LAYERS} layers")
-    if opts.format == "docker-archive" and any(l["mediaType"] not in DOCKER_MEDIA_TYPES for l in layers):
+    if opts.base_ref is not None and opts.base is None:
+        raise UsageError("--base-ref needs --base")
+    check_layers(layers, [], opts)
+
+
+def check_layers(layers: list[dict], base_layers: list[dict], opts: Options) -> None:
+    """The layer budget, and what a Docker archive can carry."""
+    if len(base_layers) + len(layers) + 1 > MAX_LAYERS:
+        counts = f"{len(base_layers)} base layers, " if base_layers else ""
+        raise LayerpipeError(f"{counts}{len(layers)} store layers and the top layer exceed {MAX_LAYERS} layers")
+    if opts.format == "docker-archive" and any(l["mediaType"] not in DOCKER_MEDIA_TYPES for l in base_layers + layers):
         raise UsageError("docker-archive cannot carry zstd layers; use --format oci or oci-archive")
 
 
@@ -135,48 +149,69 @@ def add_top_layer(layout: Layout, layers: list[dict], symlinks: list, epoch: int
             "diff_id": "sha256:" + hashlib.sha256(tar).hexdigest()}
 
 
-def build_layout(layers: list[dict], roots: list[str], opts: Options) -> tuple[Layout, dict]:
-    check_options(layers, opts)
+def build_layout(layers: list[dict], roots: list[str], opts: Options, base: Base | None = None) -> tuple[Layout, dict]:
+    base_layers = base.layers if base else []
+    check_layers(layers, base_layers, opts)
     epoch = source_date_epoch()
     created = ic.rfc3339(epoch)
-    tags = [ic.canonical_tag(t) for t in opts.tags] or [default_tag(roots)]
+    tags = list(dict.fromkeys(ic.canonical_tag(t) for t in opts.tags)) or [default_tag(roots)]
     symlinks = [extrafiles.parse_symlink(s, _profile(roots)) for s in opts.symlinks]
     layout = Layout()
+    for l in base_layers:
+        layout.add_blob_from(l["digest"], l["size"], base.source, l["file"])
     for l in layers:
         layout.add_blob_file(l["digest"], l["size"], l["blob"])
-    descs = [{**ic.descriptor(l["mediaType"], l["digest"], l["size"]), "diff_id": l["diff_id"]} for l in layers]
+    descs = [{**ic.descriptor(l["mediaType"], l["digest"], l["size"]), "diff_id": l["diff_id"]}
+             for l in base_layers + layers]
     descs.append(add_top_layer(layout, layers, symlinks, epoch))
     top_comment = "files outside the store: /tmp" + "".join(f", /{n}" for n, _ in symlinks)
     config = ic.image_config(
         arch=ic.architecture(opts.arch), created=created, diff_ids=[d["diff_id"] for d in descs],
-        history=_history(layers, created, top_comment),
+        history=(base.history if base else []) + _history(layers, created, top_comment),
         env=[f"{k}={v}" for k, v in ic.split_pairs(opts.env, "--env")],
         entrypoint=resolve_entrypoint(opts, roots), cmd=opts.cmd, workdir=opts.workdir,
-        labels=dict(ic.split_pairs(opts.labels, "--label")))
+        labels=dict(ic.split_pairs(opts.labels, "--label")),
+        base=base.runtime if base else None, variant=base.variant if base else None)
     config_blob = layout.add_blob_data(ic.canonical_json(config))
     config_desc = ic.descriptor(ic.CONFIG_MEDIA_TYPE, config_blob.digest, config_blob.size)
     layer_descs = [{k: v for k, v in d.items() if k != "diff_id"} for d in descs]
-    manifest_blob = layout.add_blob_data(ic.canonical_json(ic.manifest(config_desc, layer_descs)))
+    manifest = ic.manifest(config_desc, layer_descs, _base_annotations(base))
+    manifest_blob = layout.add_blob_data(ic.canonical_json(manifest))
     manifest_desc = ic.descriptor(ic.MANIFEST_MEDIA_TYPE, manifest_blob.digest, manifest_blob.size)
     layout.set_index(manifest_desc, tags)
     if opts.format == "docker-archive":
         add_docker_files(layout, config_blob.digest, [d["digest"] for d in descs], tags)
     image = {"type": "image", "format": opts.format, "tags": tags, "image_id": config_blob.digest,
              "config": config_desc, "manifest": manifest_desc, "layers": descs,
-             "architecture": config["architecture"]}
+             "architecture": config["architecture"], **({"base": base.record} if base else {})}
     return layout, image
+
+
+def _base_annotations(base: Base | None) -> dict:
+    """The OCI annotations that name the base an image was built on."""
+    if base is None:
+        return {}
+    notes = {"org.opencontainers.image.base.name": base.name} if base.name else {}
+    if base.manifest:
+        notes["org.opencontainers.image.base.digest"] = base.manifest["digest"]
+    return notes
 
 
 def image_assemble(reader: RecordReader, output: str, opts: Options, out: IO[bytes]) -> None:
     layers, roots, passed = collect(reader)
-    layout, image = build_layout(layers, roots, opts)
-    if opts.format == "oci":
-        if output == "-":
-            raise UsageError("--format oci writes a directory: give -o DIR")
-        write_dir(layout, output)
-    else:
-        with cli.output_stream(output, "an image archive") as stream:
-            write_tar(layout, stream, source_date_epoch())
+    check_options(layers, opts)
+    if opts.format == "oci" and output == "-":
+        raise UsageError("--format oci writes a directory: give -o DIR")
+    with contextlib.ExitStack() as stack:
+        base = None
+        if opts.base is not None:
+            base = stack.enter_context(open_base(opts.base, opts.base_ref, ic.architecture(opts.arch)))
+        layout, image = build_layout(layers, roots, opts, base)
+        if opts.format == "oci":
+            write_dir(layout, output)
+        else:
+            with cli.output_stream(output, "an image archive") as stream:
+                write_tar(layout, stream, source_date_epoch())
     if output == "-":
         return
     writer = RecordWriter(out)
@@ -192,7 +227,8 @@ app = cli.make_app("Assemble tarred layers into an image: Docker archive, OCI la
 @app.command(epilog=cli.examples(
     "... | layer-tar | image-assemble --tag guile:3.0 --entrypoint bin/guile -o guile.tar",
     "... | layer-tar | image-assemble --symlink /bin=bin -o - | docker load",
-    "... | layer-tar --compress zstd | image-assemble --format oci -o ./image",
+    "... | layer-tar --compress zstd | image-assemble --format oci --tag app:1 -o ./images",
+    "... | layer-tar | image-assemble --base debian.tar --entrypoint bin/app -o app.tar",
 ))
 def main(
     input: str = typer.Argument("-", metavar="INPUT", help="Records from layer-tar; '-' reads stdin."),
@@ -207,15 +243,19 @@ def main(
     label: list[str] = typer.Option([], "--label", "-l", metavar="KEY=VALUE", help="KEY=VALUE label, repeatable."),
     arch: str = typer.Option(None, "--arch", metavar="ARCH", help="Architecture: amd64, arm64, ... or a system such as x86_64-linux (default: this machine's)."),
     symlink: list[str] = typer.Option([], "--symlink", "-S", metavar="/SOURCE=TARGET", help="/SOURCE=TARGET link in the top layer; a relative TARGET is in the root profile."),
+    base: str = typer.Option(None, "--base", "-b", metavar="IMAGE", help="Build on this image (Docker archive, OCI layout directory or tar): its layers first, its config inherited."),
+    base_ref: str = typer.Option(None, "--base-ref", metavar="NAME", help="Which image of --base, by name, when it holds several."),
 ) -> None:
     """Write the image from layer records (NDJSON on stdin) and print an image record.
 
-    The image holds the store layers, base first, and a top layer with /tmp
-    (mode 1777) and the --symlink links.  Its creation time is
-    SOURCE_DATE_EPOCH (default 1).  Outputs appear atomically.
+    The image holds the layers of --base (unchanged, after checking them),
+    the store layers, base first, and a top layer with /tmp (mode 1777) and
+    the --symlink links.  Its creation time is SOURCE_DATE_EPOCH (default 1).
+    Outputs appear atomically; --format oci adds to an existing layout.
     """
     opts = Options(format=format, tags=tag, entrypoint=entrypoint, entrypoint_args=entrypoint_arg,
-                   cmd=cmd, env=env, workdir=workdir, labels=label, arch=arch, symlinks=symlink)
+                   cmd=cmd, env=env, workdir=workdir, labels=label, arch=arch, symlinks=symlink,
+                   base=base, base_ref=base_ref)
 
     def body():
         stream, name = cli.open_input(input)

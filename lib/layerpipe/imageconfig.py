@@ -112,9 +112,47 @@ def split_pairs(values: list[str], option: str) -> list[tuple[str, str]]:
     return pairs
 
 
+# What an image built on a base takes from the base's config.config (its OCI
+# fields); options given on the command line override them.
+INHERITED = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels", "StopSignal")
+
+
+def merge_env(base: list[str], ours: list[str]) -> list[str]:
+    """BASE's variables in their order, each replaced by a later one of the same
+    name; new names appended in the order they come."""
+    result: list[str] = []
+    place: dict[str, int] = {}
+    for entry in base + ours:
+        name = entry.partition("=")[0]
+        if name in place:
+            result[place[name]] = entry
+        else:
+            place[name] = len(result)
+            result.append(entry)
+    return result
+
+
+def inherit(base: dict, ours: dict) -> dict:
+    """BASE's runtime config overridden by OURS: Env by variable name and Labels
+    by key, the rest whole.  As in a Dockerfile, a new Entrypoint drops the
+    base's Cmd unless a Cmd is given too."""
+    merged = dict(base)
+    if "Entrypoint" in ours and "Cmd" not in ours:
+        merged.pop("Cmd", None)
+    for key, value in ours.items():
+        if key == "Env":
+            value = merge_env(base.get("Env", []), value)
+        elif key == "Labels":
+            value = {**base.get("Labels", {}), **value}
+        merged[key] = value
+    return merged
+
+
 def image_config(*, arch: str, created: str, diff_ids: list[str], history: list[dict],
                  env: list[str], entrypoint: list[str] | None, cmd: list[str] | None,
-                 workdir: str | None, labels: dict[str, str]) -> dict:
+                 workdir: str | None, labels: dict[str, str], base: dict | None = None,
+                 variant: str | None = None) -> dict:
+    """The image config; with BASE (a base image's runtime config), inherited from it."""
     runtime: dict = {}
     if env:
         runtime["Env"] = env
@@ -126,7 +164,10 @@ def image_config(*, arch: str, created: str, diff_ids: list[str], history: list[
         runtime["WorkingDir"] = workdir
     if labels:
         runtime["Labels"] = labels
-    return {"architecture": arch, "os": "linux", "created": created, "config": runtime,
+    if base is not None:
+        runtime = inherit(base, runtime)
+    return {"architecture": arch, **({"variant": variant} if variant else {}), "os": "linux",
+            "created": created, "config": runtime,
             "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": history}
 
 
@@ -134,6 +175,6 @@ def descriptor(media_type: str, digest: str, size: int, **extra) -> dict:
     return {"mediaType": media_type, "digest": digest, "size": size, **extra}
 
 
-def manifest(config_desc: dict, layer_descs: list[dict]) -> dict:
+def manifest(config_desc: dict, layer_descs: list[dict], annotations: dict | None = None) -> dict:
     return {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
-            "config": config_desc, "layers": layer_descs}
+            "config": config_desc, "layers": layer_descs, **({"annotations": annotations} if annotations else {})}

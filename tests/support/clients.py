@@ -460,3 +460,17 @@ def podman_run(env: dict, image: str, *args: str) -> str:
     """`podman run --rm --network none IMAGE ARGS...` (never pulls); returns stdout."""
     return run_client(["podman", "run", "--rm", "--network", "none", "--pull", "never",
                        image, *args], env=env).stdout
+
+
+def buildah_scratch(env: dict, rootfs, dests: list[str], *config: str) -> None:
+    """An image made by buildah from scratch (no network, no run): ROOTFS's contents,
+    `buildah config CONFIG...`, committed to each of DESTS (e.g. oci-archive:F)."""
+    ctr = run_client(["buildah", "from", "scratch"], env=env).stdout.strip()
+    try:
+        run_client(["buildah", "copy", ctr, rootfs, "/"], env=env)
+        if config:
+            run_client(["buildah", "config", *config, ctr], env=env)
+        for dest in dests:
+            run_client(["buildah", "commit", "--quiet", *_policy(env), ctr, dest], env=env)
+    finally:
+        subprocess.run(["buildah", "rm", ctr], env=env, capture_output=True, timeout=TIMEOUT)

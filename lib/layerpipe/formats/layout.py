@@ -1,19 +1,17 @@
-"""An OCI image layout in the making, and the two ways to write it out.
+"""An OCI image layout in the making, and writing it as a tar (oci_dir.py
+writes it as a directory).
 
-Blobs come from files (layer blobs in the blob directory) or from memory
-(config, manifest, top layer).  A blob from a file is never trusted: it must
-be a regular file whose size and sha256 match its descriptor, checked while
-it is copied, streamed or before it is linked.
+Blobs come from files (layer blobs in the blob directory), from memory
+(config, manifest, top layer) or from a base image (a file of its layout,
+or a member of its tar).  A blob that is not in memory is never trusted: it
+must be a regular file whose size and sha256 match its descriptor, checked
+while it is copied, streamed or before it is linked.
 """
-import ctypes
-import errno
 import hashlib
 import os
-import shutil
 import stat
-import tempfile
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Callable
 
 from ..errors import LayerpipeError
 from ..imageconfig import INDEX_MEDIA_TYPE, canonical_json, qualified_name
@@ -29,10 +27,16 @@ class Blob:
     size: int
     path: str | None = None
     data: bytes | None = None
+    opener: Callable[[], IO[bytes]] | None = None  # a blob that is no file of its own
+    label: str | None = None  # how messages name an opener's blob
 
     @property
     def hex(self) -> str:
         return self.digest.split(":", 1)[1]
+
+    @property
+    def where(self) -> str:
+        return self.label or self.path or self.digest
 
 
 @dataclass
@@ -46,9 +50,16 @@ class Layout:
         return blob
 
     def add_blob_file(self, digest: str, size: int, path: str) -> Blob:
-        blob = Blob(digest, size, path=path)
-        self.blobs.setdefault(digest, blob)
-        return blob
+        return self.blobs.setdefault(digest, Blob(digest, size, path=path))
+
+    def add_blob_from(self, digest: str, size: int, src, name: str) -> Blob:
+        """A blob of an image source (formats/source): linked from a directory,
+        copied out of a tar."""
+        path = src.file_path(name)
+        if path is not None:
+            return self.add_blob_file(digest, size, path)
+        blob = Blob(digest, size, opener=lambda: src.open(name), label=f"{src.where}: {name}")
+        return self.blobs.setdefault(digest, blob)
 
     def set_index(self, manifest_desc: dict, tags: list[str]) -> None:
         """index.json: the manifest once per tag, named as containerd and OCI tools look for it."""
@@ -67,6 +78,8 @@ class Layout:
 
 
 def _open_blob(blob: Blob) -> IO[bytes]:
+    if blob.opener is not None:
+        return blob.opener()
     try:
         fd = os.open(blob.path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
@@ -78,7 +91,7 @@ def _open_blob(blob: Blob) -> IO[bytes]:
     return os.fdopen(fd, "rb")
 
 
-def _copy_checked(blob: Blob, write) -> None:
+def copy_checked(blob: Blob, write) -> None:
     for chunk in _checked_chunks(blob):
         write(chunk)
 
@@ -105,79 +118,4 @@ def _checked_chunks(blob: Blob):
             h.update(chunk)
             yield chunk
     if "sha256:" + h.hexdigest() != blob.digest:
-        raise LayerpipeError(f"layer blob {blob.path} does not match its digest {blob.digest}")
-
-
-def _place_blob(blob: Blob, dest: str) -> None:
-    """Hard-link a checked blob from the blob directory, or copy it (other filesystem)."""
-    if blob.data is not None:
-        with open(dest, "wb") as f:
-            f.write(blob.data)
-        return
-    _copy_checked(blob, lambda chunk: None)
-    try:
-        os.link(blob.path, dest)
-        return
-    except OSError:
-        pass
-    with open(dest, "wb") as f:
-        _copy_checked(blob, f.write)
-
-
-def write_dir(layout: Layout, path: str) -> None:
-    """Write the layout as directory PATH, atomically: built beside it, then renamed.
-
-    An existing OCI layout at PATH is replaced; anything else there is refused.
-    """
-    path = os.path.abspath(path)
-    if os.path.lexists(path) and not os.path.isfile(os.path.join(path, "oci-layout")):
-        raise LayerpipeError(f"{path}: exists and is not an OCI image layout; not replacing it")
-    parent, base = os.path.split(path)
-    try:
-        tmp = tempfile.mkdtemp(dir=parent, prefix=f".{base}.", suffix=".tmp")
-    except OSError as exc:
-        raise LayerpipeError(f"cannot write here: {exc.strerror}", path) from None
-    try:
-        os.makedirs(os.path.join(tmp, "blobs", "sha256"))
-        for name, item in layout.entries():
-            dest = os.path.join(tmp, name)
-            if isinstance(item, bytes):
-                with open(dest, "wb") as f:
-                    f.write(item)
-            else:
-                _place_blob(item, dest)
-        os.chmod(tmp, 0o755)
-        _swap_in(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _exchange(a: str, b: str) -> bool:
-    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), b)
-
-
-def _swap_in(new: str, path: str) -> None:
-    """Put NEW at PATH; an old layout there is exchanged in one step where the
-    kernel allows, so PATH always names a whole layout, then removed."""
-    if not os.path.lexists(path):
-        os.rename(new, path)
-    elif _exchange(new, path):
-        shutil.rmtree(new, ignore_errors=True)
-    else:
-        old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".old")
-        os.rename(path, os.path.join(old, "layout"))
-        os.rename(new, path)
-        shutil.rmtree(old, ignore_errors=True)
+        raise LayerpipeError(f"layer blob {blob.where} does not match its digest {blob.digest}")
