@@ -1,0 +1,143 @@
+"""Images through a real registry (docker-registry 2.8 on 127.0.0.1): pushed with
+`skopeo copy --preserve-digests`, served with the digests layerpipe computed, pulled
+back by skopeo, podman and docker and run; and an application-only update, whose
+push the registry's access log shows uploading only the new layers.
+
+The images are those of tests/support/images.py: v1, then v2 in which only the
+test store's application changed (its profile changes with it, as input
+addressing makes it), built with `--strategy stable --previous` v1 as a user
+would build an update.
+"""
+import hashlib
+import json
+
+import pytest
+
+from tests.support import clients, images
+
+pytestmark = pytest.mark.clients
+
+
+@pytest.fixture(scope="module")
+def update(tmp_path_factory):
+    """v1 as an OCI layout and a Docker archive, v2 as an OCI layout; their image records."""
+    tmp = tmp_path_factory.mktemp("registry")
+    out = {}
+    for version, formats in (("v1", ("oci", "docker-archive")), ("v2", ("oci",))):
+        store = images.make_store(tmp / version, app_text=version)
+        previous = f"--previous {out['v1']['oci']}" if version == "v2" else ""
+        layers = images.tar_layers(store, tmp / version / "layers.ndjson", blob_dir=tmp / "blobs",
+                                   split=f"--strategy stable {previous}")
+        out[version] = {"store": store}
+        for fmt in formats:
+            path = tmp / version / fmt
+            out[version][fmt] = path
+            out[version][f"{fmt} image"] = images.assemble(store, layers, fmt, path, f"app:{version}")
+    return out
+
+
+def push(registry, source: str, repo: str, tag: str):
+    """skopeo copy SOURCE to REPO:TAG in REGISTRY; what the access log shows of the push."""
+    mark = registry.mark()
+    clients.skopeo_copy(source, registry.ref(repo, tag))
+    return registry.push_since(mark, repo, tag)
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def assert_served(registry, repo: str, tag: str, image: dict) -> None:
+    """The registry serves IMAGE's manifest under its digest, and each blob of it as computed."""
+    headers, body = registry.manifest(repo, tag)
+    assert sha256(body) == headers["Docker-Content-Digest"] == image["manifest"]["digest"]
+    assert len(body) == image["manifest"]["size"]
+    manifest = json.loads(body)
+    assert manifest["config"] == image["config"]
+    assert manifest["layers"] == [{k: v for k, v in layer.items() if k != "diff_id"}
+                                  for layer in image["layers"]]
+    for desc in [image["config"], *image["layers"]]:
+        blob = registry.blob(repo, desc["digest"])
+        assert (sha256(blob), len(blob)) == (desc["digest"], desc["size"])
+
+
+@pytest.fixture(scope="module")
+def pushed(registry, update):
+    """v1 pushed from its OCI layout to <registry>/layerpipe/app:v1."""
+    push(registry, f"oci:{update['v1']['oci']}:app:v1", "layerpipe/app", "v1")
+    return f"{registry.host}/layerpipe/app:v1"
+
+
+def test_registry_serves_the_digests_layerpipe_computed(registry, update, pushed):
+    assert_served(registry, "layerpipe/app", "v1", update["v1"]["oci image"])
+
+
+def test_docker_archive_pushed_as_the_oci_layout_it_also_is(registry, update):
+    # The Docker archive is an OCI layout in a tar too: skopeo's oci-archive transport
+    # sends its blobs as they are, so the registry gets the very same image.
+    image = update["v1"]["docker-archive image"]
+    assert image["manifest"] == update["v1"]["oci image"]["manifest"]
+    push(registry, f"oci-archive:{update['v1']['docker-archive']}:app:v1", "layerpipe/archive", "v1")
+    assert_served(registry, "layerpipe/archive", "v1", image)
+
+
+def test_docker_archive_transport_uploads_uncompressed_layers(registry, update, dockerd):
+    """skopeo 1.9's docker-archive transport reads each layer decompressed and, with
+    --preserve-digests, uploads it so, still labelled tar+gzip: the image keeps its config
+    (the same image ID, and docker pulls and runs it) but ships the uncompressed bytes. The
+    README therefore pushes archives with the oci-archive transport. Should this fail, skopeo
+    has changed: see whether docker-archive: now keeps layerpipe's digests."""
+    image = update["v1"]["docker-archive image"]
+    pushed = push(registry, f"docker-archive:{update['v1']['docker-archive']}", "layerpipe/docker", "v1")
+    _, body = registry.manifest("layerpipe/docker", "v1")
+    manifest = json.loads(body)
+    assert manifest["config"]["digest"] == image["config"]["digest"]
+    assert [layer["digest"] for layer in manifest["layers"]] == [layer["diff_id"] for layer in image["layers"]]
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
+    assert sum(pushed.uploaded.values()) > sum(layer["size"] for layer in image["layers"])
+    name = f"{registry.host}/layerpipe/docker:v1"
+    clients.run_client(["docker", "pull", "--quiet", name], env=dockerd)
+    images.check_run_output(clients.docker_run(dockerd, name), update["v1"]["store"])
+
+
+def test_skopeo_pulls_the_same_image_back(update, pushed, tmp_path):
+    clients.skopeo_copy(f"docker://{pushed}", f"oci:{tmp_path / 'pulled'}:app:v1")
+    index = json.loads((tmp_path / "pulled" / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == update["v1"]["oci image"]["manifest"]["digest"]
+    kinds = clients.validate_oci_schemas(tmp_path / "pulled")  # blob digests, sizes, diff_ids
+    assert list(kinds.values()).count("layer") == len(update["v1"]["oci image"]["layers"])
+
+
+def test_podman_pulls_and_runs(update, pushed, podman):
+    image_id = clients.podman_pull(podman, f"docker://{pushed}")
+    assert "sha256:" + image_id == update["v1"]["oci image"]["image_id"]
+    images.check_run_output(clients.podman_run(podman, image_id), update["v1"]["store"])
+
+
+def test_docker_pulls_and_runs(update, pushed, dockerd):
+    # dockerd trusts 127.0.0.0/8 over plain HTTP by default: no insecure-registries needed.
+    clients.run_client(["docker", "pull", "--quiet", pushed], env=dockerd)
+    image = update["v1"]["oci image"]
+    inspect = json.loads(clients.run_client(["docker", "image", "inspect", pushed], env=dockerd).stdout)[0]
+    assert inspect["Id"] == image["image_id"]
+    assert f"{pushed.rsplit(':', 1)[0]}@{image['manifest']['digest']}" in inspect["RepoDigests"]
+    images.check_run_output(clients.docker_run(dockerd, pushed), update["v1"]["store"])
+
+
+def test_update_uploads_only_its_new_layers(registry, update, dockerd):
+    v1, v2 = update["v1"]["oci image"], update["v2"]["oci image"]
+    push(registry, f"oci:{update['v1']['oci']}:app:v1", "layerpipe/update", "v1")
+    shipped = push(registry, f"oci:{update['v2']['oci']}:app:v2", "layerpipe/update", "v2")
+    old = {layer["digest"] for layer in v1["layers"]}
+    new = [layer for layer in v2["layers"] if layer["digest"] not in old]
+    kept = [layer["digest"] for layer in v2["layers"] if layer["digest"] in old]
+    assert 1 <= len(new) <= 2 and len(kept) >= 3  # the application and the profile change
+    assert shipped.mounted == []
+    assert {d: shipped.heads.get(d) for d in kept} == {d: 200 for d in kept}
+    assert set(shipped.uploaded) == {layer["digest"] for layer in new} | {v2["config"]["digest"]}
+    assert sum(shipped.uploaded[layer["digest"]] for layer in new) == sum(layer["size"] for layer in new)
+    assert shipped.uploaded[v2["config"]["digest"]] == v2["config"]["size"]
+    assert_served(registry, "layerpipe/update", "v2", v2)
+    name = f"{registry.host}/layerpipe/update:v2"
+    clients.run_client(["docker", "pull", "--quiet", name], env=dockerd)
+    images.check_run_output(clients.docker_run(dockerd, name), update["v2"]["store"])
