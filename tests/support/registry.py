@@ -116,6 +116,7 @@ class Registry:
         """Serve from FOLDER (default a new temp dir, removed afterwards) until the block ends."""
         own = folder is None
         folder = Path(tempfile.mkdtemp(prefix="lp-registry.")) if own else Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
         reg = cls(folder, f"127.0.0.1:{daemons.free_port()}")
         config = folder / "config.yml"
         config.write_text(CONFIG.format(data=folder / "data", host=reg.host))
