@@ -64,6 +64,12 @@ def ctr_import(env: dict, archive) -> str:
     return names[0]
 
 
+def ctr_pull(env: dict, ref: str) -> str:
+    """`ctr images pull --plain-http REF` (a registry on loopback) and unpack it; returns REF."""
+    run_client(["ctr", "images", "pull", "--plain-http", ref], env=env)
+    return ref
+
+
 def ctr_run(env: dict, image: str) -> str:
     """`ctr run --rm IMAGE ID`: the image's entry point and command, in a network namespace
     with loopback only; returns stdout. (Arguments after ID would replace the entry point as
