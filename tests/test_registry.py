@@ -109,6 +109,19 @@ def test_docker_archive_transport_uploads_uncompressed_layers(registry, update, 
     images.check_run_output(clients.docker_run(dockerd, name), update["v1"]["store"])
 
 
+def test_docker_push_recompresses(registry, update, dockerd):
+    """What the README says of `docker load` + `docker push`: the same image (config), but
+    layers gzipped again by dockerd, so other digests than layerpipe's."""
+    image = update["v1"]["image"]["docker-archive"]
+    loaded = clients.docker_load(dockerd, update["v1"]["path"]["docker-archive"])
+    name = f"{registry.host}/layerpipe/docker-push:v1"
+    clients.run_client(["docker", "tag", loaded, name], env=dockerd)
+    clients.run_client(["docker", "push", name], env=dockerd)
+    manifest = json.loads(registry.manifest("layerpipe/docker-push", "v1")[1])
+    assert manifest["config"]["digest"] == image["config"]["digest"]
+    assert not {layer["digest"] for layer in manifest["layers"]} & {layer["digest"] for layer in image["layers"]}
+
+
 def test_skopeo_pulls_the_same_image_back(update, pushed, tmp_path):
     clients.skopeo_copy(f"docker://{pushed}", f"oci:{tmp_path / 'pulled'}:app:v1")
     index = json.loads((tmp_path / "pulled" / "index.json").read_text())

@@ -1,5 +1,8 @@
 """Check images with real, independent clients: skopeo, umoci, oci-image-tool, docker, podman.
 
+Fixtures: `dockerd` and `podman` (private, no network), `registry` (docker-registry on
+127.0.0.1, see registry.py); containerd.py adds `containerd`.
+
 Every helper raises AssertionError naming the command and quoting its stderr, so a failing test
 shows what the client objected to. Tools are found with require(): a missing tool skips the test
 on a workstation but fails it in CI (env CI set), where .ci/run installs them.

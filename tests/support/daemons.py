@@ -78,10 +78,11 @@ def running(name: str, argv: list, log: Path, ready: Callable[[], bool],
     READY is polled until it returns true; an early exit or 60 s without it raise
     AssertionError with the log's tail.
     """
-    with log.open("wb") as err, (stdout or log).open("ab") as out:
-        proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL,
-                                stdout=out if stdout else err, stderr=err,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+    with contextlib.ExitStack() as files:
+        err = files.enter_context(log.open("wb"))
+        out = files.enter_context(stdout.open("ab")) if stdout else err
+        proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=err, start_new_session=True, preexec_fn=_die_with_parent)
     try:
         _wait_ready(name, proc, ready, log)
         yield proc
