@@ -23,7 +23,7 @@ COLORS = {"single": (150, 150, 150), "two-layer": (100, 100, 100), "size": (230,
 ORDER = ("single", "two-layer", "size", "popularity", "auto", "stable")
 
 
-def _rows(data: dict):
+def ordered(data: dict):
     """(strategy, max layers, results per update), by budget, then in ORDER."""
     rows = []
     for key, per_update in data["results"].items():
@@ -54,7 +54,7 @@ def markdown(data: dict) -> str:
             "(top layer included).", ""]
     head = "| strategy | max layers | " + " | ".join(f"{LABELS.get(u, u)} MB | ×ideal" for u in updates)
     out += [head + " | layers A; B |", "|---|---:|" + "---:|---:|" * len(updates) + "---|"]
-    for strategy, max_layers, per in _rows(data):
+    for strategy, max_layers, per in ordered(data):
         cells = " | ".join(f"{per[u]['shipped'] / MB:.2f} | {ratio(data, per, u):.2f}" for u in updates)
         layers = f"{per['A']['layers']}; " + "/".join(str(per[u]["layers"]) for u in updates)
         name = f"**{strategy}**" if strategy == "stable" else strategy
@@ -68,7 +68,7 @@ def markdown(data: dict) -> str:
 def _chain_table(data: dict, updates: list[str]) -> list[str]:
     """Shipped/ideal when layers are matched by ChainID, as Docker's pull does
     (a layer whose base changed is fetched again), next to the digest measure."""
-    rows = list(_rows(data))
+    rows = list(ordered(data))
     if not rows or "shipped_by_chain" not in rows[0][2][updates[0]]:
         return []
     out = ["Matched by ChainID instead of digest (Docker's layer store: a kept layer above a changed one "
@@ -83,7 +83,7 @@ def _chain_table(data: dict, updates: list[str]) -> list[str]:
 
 def targets(data: dict) -> list[str]:
     """Issue 3's acceptance targets for stable, each met or missed, with the numbers."""
-    rows = {(s, m): per for s, m, per in _rows(data)}
+    rows = {(s, m): per for s, m, per in ordered(data)}
     if not any(s == "stable" for s, _ in rows):
         return []
     lines = ["Issue 3's targets for stable:", ""]
@@ -143,7 +143,7 @@ def chart(data: dict, path: str) -> str:
 def _series(data: dict):
     """{max_layers: [(strategy, [ratio per update])]}"""
     panels: dict[int, list] = {}
-    for strategy, m, per in _rows(data):
+    for strategy, m, per in ordered(data):
         panels.setdefault(m, []).append((strategy, [ratio(data, per, u) for u in data["config"]["updates"]]))
     return dict(sorted(panels.items()))
 
@@ -222,7 +222,7 @@ def summary(files: list[str]) -> str:
         with open(name) as f:
             data = json.load(f)
         cfg = data["config"]
-        for strategy, m, per in _rows(data):
+        for strategy, m, per in ordered(data):
             if strategy not in ("popularity", "auto", "stable"):
                 continue
             cells = " | ".join(f"{ratio(data, per, u):.2f}" if u in per else "" for u in LABELS)

@@ -54,6 +54,12 @@ MB = 1e6
 
 
 class Bench:
+    # A subclass that needs every image file (push.py pushes them) sets keep_images and
+    # measures each pair in compare(); with shared_blobs (a directory) every run tars into
+    # that one blob dir, so layer-tar's cache answers for layers built before.
+    keep_images = False
+    shared_blobs: str | None = None
+
     def __init__(self, args, work: str):
         self.args, self.work = args, work
         self.root = os.path.join(work, "store")
@@ -116,11 +122,13 @@ class Bench:
                 raise RuntimeError(f"{name}: the run it repeats failed")
             return {**twin["result"], "dir": d, "reused_from": twin["result"]["dir"]}
         try:
-            self.sh(f"{self.bin}/layer-tar -q --root {q(self.root)} --blob-dir {q(d)}/blobs {q(split)}"
+            blobs = self.shared_blobs or os.path.join(d, "blobs")
+            self.sh(f"{self.bin}/layer-tar -q --root {q(self.root)} --blob-dir {q(blobs)} {q(split)}"
                     f" | tee {q(d)}/tarred.ndjson | {self.bin}/image-assemble -o {q(d)}/image.tar > {q(d)}/image.json")
             self.runs += 1
             result = {"dir": d, **read_run(d)}
-            shutil.rmtree(os.path.join(d, "blobs"))
+            if not self.shared_blobs:
+                shutil.rmtree(blobs)
             if not keep:
                 os.unlink(os.path.join(d, "image.tar"))
             event["result"] = result
@@ -147,17 +155,22 @@ class Bench:
         """Image A, then image B for each update; returns the measures per update."""
         tag = f"{strategy}-{max_layers}"
         stable = strategy == "stable"
-        a = self.build(f"{tag}-A", closures["A"]["graph"], strategy, max_layers, keep=stable)
+        keep_a = stable or self.keep_images
+        a = self.build(f"{tag}-A", closures["A"]["graph"], strategy, max_layers, keep=keep_a)
         previous = self.previous_of(a) if stable else None
         out = {"A": {"layers": len(a["image_layers"]), "bytes": sum(s for _, s in a["image_layers"])}}
         for label in updates:
-            b = self.build(f"{tag}-{label}", closures[label]["graph"], strategy, max_layers, previous)
-            out[label] = measure(a, b)
+            b = self.build(f"{tag}-{label}", closures[label]["graph"], strategy, max_layers, previous,
+                           keep=self.keep_images)
+            out[label] = self.compare(a, b, f"{tag} {label}")
             self.say(f"{tag:>15} {label:>8}: shipped {out[label]['shipped'] / MB:8.2f} MB in "
                      f"{out[label]['shipped_layers']} of {out[label]['layers']} layers")
-        if stable and not self.args.keep:
+        if keep_a and not self.args.keep:
             os.unlink(os.path.join(a["dir"], "image.tar"))
         return out
+
+    def compare(self, a: dict, b: dict, name: str) -> dict:
+        return measure(a, b)
 
     def previous_of(self, a: dict) -> str:
         if self.args.previous_form == "records":
@@ -235,8 +248,8 @@ def measure(a: dict, b: dict) -> dict:
             "reused_from": b.get("reused_from")}
 
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv=None, name: str = "ship", description: str = __doc__):
+    ap = argparse.ArgumentParser(description=description.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a smaller store: about a minute instead of five")
     ap.add_argument("--packages", "-n", type=int, default=140, help="store items in the closure (default 140)")
     ap.add_argument("--scale", type=float, help="item size factor (default 0.6: ~160 MB at 140 items; --quick 0.1)")
@@ -252,7 +265,7 @@ def parse_args(argv=None):
     ap.add_argument("--workdir", help="where the store and runs go (default: a temp dir, in /dev/shm if there)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir and stable's images")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="results directory (default bench/results)")
-    ap.add_argument("--name", default="ship", help="base name of the result files (default ship)")
+    ap.add_argument("--name", default=name, help=f"base name of the result files (default {name})")
     ap.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     args = ap.parse_args(argv)
     args.scale = args.scale if args.scale is not None else (0.1 if args.quick else 0.6)
@@ -274,9 +287,9 @@ def workdir(args) -> str:
     return tempfile.mkdtemp(prefix="layerpipe-bench-", dir=shm if roomy else None)
 
 
-def run(args) -> dict:
+def run(args, bench_class: type = Bench) -> dict:
     work = workdir(args)
-    bench = Bench(args, work)
+    bench = bench_class(args, work)
     try:
         bench.say(f"generating {args.packages} items at scale {args.scale} in {work}")
         closures = gen_store.generate(bench.root, args.packages, args.scale, args.seed, args.updates)

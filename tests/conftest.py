@@ -30,5 +30,6 @@ def store(tmp_path):
 
 
 # Fixtures for real clients and real Nix closures (session-scoped daemons).
-from tests.support.clients import dockerd, podman  # noqa: E402,F401
+from tests.support.clients import dockerd, podman, registry  # noqa: E402,F401
+from tests.support.containerd import containerd  # noqa: E402,F401
 from tests.support.nix import nix_closure  # noqa: E402,F401

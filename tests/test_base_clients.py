@@ -13,7 +13,7 @@ import pytest
 
 from conftest import BIN, run_stage
 from tests.support import clients
-from tests.test_clients import _demo_module
+from tests.support.runnable import demo_module
 
 pytestmark = pytest.mark.clients
 RUN = 'hello; echo "FOO=$FOO BASE=$BASE"; pwd; touch /tmp/probe && echo tmp-writable'
@@ -23,7 +23,7 @@ RUN = 'hello; echo "FOO=$FOO BASE=$BASE"; pwd; touch /tmp/probe && echo tmp-writ
 def demo(tmp_path_factory):
     """The demo store (busybox, hello) as tarred layer records."""
     tmp = tmp_path_factory.mktemp("demo")
-    paths = _demo_module().make(str(tmp / "root"), "/gnu/store", str(tmp / "demo.refs"))
+    paths = demo_module().make(str(tmp / "root"), "/gnu/store", str(tmp / "demo.refs"))
     layers = tmp / "layers.ndjson"
     cmd = (f"{BIN}/closure-read --root {tmp}/root {tmp}/demo.refs | {BIN}/layer-split"
            f" | {BIN}/layer-tar --root {tmp}/root --blob-dir {tmp}/blobs > {layers}")
@@ -55,7 +55,7 @@ def buildah_base(podman, tmp_path_factory):
     rootfs = tmp / "rootfs"
     (rootfs / "bin").mkdir(parents=True)
     (rootfs / "srv").mkdir()
-    shutil.copyfile(_demo_module().BUSYBOX, rootfs / "bin" / "busybox")
+    shutil.copyfile(demo_module().BUSYBOX, rootfs / "bin" / "busybox")
     os.chmod(rootfs / "bin" / "busybox", 0o755)
     for applet in ("sh", "echo", "pwd", "touch", "cat", "ls", "wc"):
         os.symlink("busybox", rootfs / "bin" / applet)

@@ -1,11 +1,11 @@
 """Real consumers, all on the same image: skopeo, umoci, oci-image-tool, the
-OCI JSON schemas, docker (a private dockerd) and podman load and run it.
+OCI JSON schemas, docker (a private dockerd), podman and containerd load and
+run it; containerd runs its zstd variant too.
 
 The image holds the test store (long and non-ASCII names, symlinks, hard
 links, exec bits) and the demo store (a static busybox), so it both
-round-trips file by file and runs a program.
+round-trips file by file and runs a program (tests/support/runnable.py).
 """
-import importlib.util
 import json
 import subprocess
 import tarfile
@@ -13,47 +13,32 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO
-from tests.support import clients
-from tests.support.store import build_store
+from conftest import BIN
+from tests.support import clients, containerd, runnable
 
 pytestmark = pytest.mark.clients
 TAG = "layerpipe-test:1"
-SCRIPT = 'hello; echo "FOO=$FOO"; pwd; touch /tmp/probe && echo tmp-writable'
-
-
-def _demo_module():
-    spec = importlib.util.spec_from_file_location("demo_store", REPO / "examples" / "make-demo-store.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+ZSTD_TAG = "layerpipe-test:zstd"
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """One set of layer records, assembled into every output format."""
+    """One set of layer records, assembled into every output format, gzip and zstd."""
     tmp = tmp_path_factory.mktemp("clients")
-    store = build_store(str(tmp / "root"))
-    demo = _demo_module().make(str(tmp / "root"), "/gnu/store", str(tmp / "demo.refs"))
-    graph = tmp / "graph.refs"
-    graph.write_text(store.graph_text() + (tmp / "demo.refs").read_text())
-    busybox, hello_bin = demo["busybox"], demo["hello"] + "/bin"
-    layers = tmp / "layers.ndjson"
-    cmd = (f"{BIN}/closure-read --root {tmp}/root {graph} | {BIN}/layer-split"
-           f" | {BIN}/layer-tar --root {tmp}/root --blob-dir {tmp}/blobs > {layers}")
-    subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, timeout=300)
-    outputs, images = {}, {}
-    for fmt, name in (("docker-archive", "image.tar"), ("oci", "image-oci"), ("oci-archive", "image-oci.tar")):
-        out = tmp / name
-        proc = subprocess.run(
-            [f"{BIN}/image-assemble", "--format", fmt, "-o", str(out), "--tag", TAG,
-             "--entrypoint", f"{busybox}/bin/sh", "-A", "-c", "--cmd", SCRIPT,
-             "--env", f"PATH={hello_bin}:{busybox}/bin", "--env", "FOO=bar", "--workdir", "/tmp",
-             "--symlink", f"/bin={busybox}/bin", str(layers)],
-            capture_output=True, check=True, timeout=300)
-        outputs[fmt], images[fmt] = out, json.loads(proc.stdout.splitlines()[-1])
-    store_paths = [r["path"] for r in map(json.loads, layers.read_text().splitlines()) if r["type"] == "path"]
-    return {"tmp": tmp, "out": outputs, "image": images, "store_paths": store_paths, "root": tmp / "root"}
+    store = runnable.make_store(tmp)
+    outputs, records = {}, {}
+    for compress, tag, formats in (("gzip", TAG, ("docker-archive", "oci", "oci-archive")),
+                                   ("zstd", ZSTD_TAG, ("oci", "oci-archive"))):
+        layers = runnable.tar_layers(store, tmp / f"layers-{compress}.ndjson", blob_dir=tmp / "blobs",
+                                   compress=compress)
+        for fmt in formats:
+            key = fmt if compress == "gzip" else f"{fmt}+zstd"
+            outputs[key] = tmp / key.replace("+", "-")
+            records[key] = runnable.assemble(store, layers, fmt, outputs[key], tag)
+    store_paths = [r["path"] for r in map(json.loads, (tmp / "layers-gzip.ndjson").read_text().splitlines())
+                   if r["type"] == "path"]
+    return {"tmp": tmp, "out": outputs, "image": records, "store_paths": store_paths,
+            "root": store["root"], "store": store}
 
 
 def _extract(archive: Path, dest: Path) -> Path:
@@ -63,8 +48,10 @@ def _extract(archive: Path, dest: Path) -> Path:
 
 
 def test_same_manifest_in_every_format(built):
-    digests = {fmt: img["manifest"]["digest"] for fmt, img in built["image"].items()}
-    assert len(set(digests.values())) == 1, digests
+    for compress in ("gzip", "zstd"):
+        digests = {fmt: img["manifest"]["digest"] for fmt, img in built["image"].items()
+                   if fmt.endswith("+zstd") == (compress == "zstd")}
+        assert len(set(digests.values())) == 1, digests
 
 
 @pytest.mark.parametrize("fmt,ref", [
@@ -111,32 +98,32 @@ def test_oci_image_tool_and_schemas(built, fmt, tmp_path):
     assert sorted(kinds.values()).count("layer") == len(built["image"][fmt]["layers"])
 
 
-def _check_run_output(output: str) -> None:
-    lines = output.splitlines()
-    assert "Hello from a layerpipe image!" in lines
-    assert "FOO=bar" in lines and "/tmp" in lines and "tmp-writable" in lines
+# Each engine with every output it can take: docker loads only archives with manifest.json,
+# ctr imports tars (an OCI layout directory is the same as oci-archive, tarred).
+RUNS = [("docker", "docker-archive"), ("podman", "docker-archive"), ("podman", "oci"),
+        ("podman", "oci-archive"), ("ctr", "docker-archive"), ("ctr", "oci-archive"),
+        ("ctr", "oci-archive+zstd"), ("podman", "oci+zstd")]
+ENGINES = {"docker": ("dockerd", clients.docker_load, clients.docker_run),
+           "podman": ("podman", clients.podman_load, clients.podman_run),
+           "ctr": ("containerd", containerd.ctr_import, containerd.ctr_run)}
 
 
-def test_docker_load_and_run(built, dockerd):
-    assert clients.docker_load(dockerd, built["out"]["docker-archive"]) == TAG
-    _check_run_output(clients.docker_run(dockerd, TAG))
-    assert clients.docker_run(dockerd, TAG, "ls /bin/sh && cat /gnu/store/*-greeting-1.0/share/*").strip()
+@pytest.mark.parametrize("engine, fmt", RUNS)
+def test_runs_the_entrypoint(built, request, engine, fmt):
+    fixture, load, run = ENGINES[engine]
+    env = request.getfixturevalue(fixture)
+    out = built["out"][fmt]
+    if out.is_dir():  # podman reads a layout directory as a pull source, not an archive
+        image = clients.podman_pull(env, f"oci:{out}:{ZSTD_TAG if fmt.endswith('+zstd') else TAG}")
+        assert image.startswith(built["image"][fmt]["image_id"].split(":")[1][:12])
+    else:
+        image = load(env, out)
+    runnable.check_run_output(run(env, image), built["store"])
 
 
 def test_docker_load_from_stdout_stream(built, dockerd):
-    layers = built["tmp"] / "layers.ndjson"
+    layers = built["tmp"] / "layers-gzip.ndjson"
     cmd = f"{BIN}/image-assemble --tag streamed:1 -o - {layers} | docker load"
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], env=dockerd, capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"streamed:1" in proc.stdout
-
-
-def test_podman_load_and_run(built, podman):
-    assert clients.podman_load(podman, built["out"]["docker-archive"]).endswith(TAG)
-    _check_run_output(clients.podman_run(podman, TAG))
-
-
-def test_podman_pull_from_oci_layout_and_run(built, podman):
-    image_id = clients.podman_pull(podman, f"oci:{built['out']['oci']}:{TAG}")
-    assert image_id.startswith(built["image"]["oci"]["image_id"].split(":")[1][:12])
-    _check_run_output(clients.podman_run(podman, image_id))

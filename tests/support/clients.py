@@ -1,5 +1,8 @@
 """Check images with real, independent clients: skopeo, umoci, oci-image-tool, docker, podman.
 
+Fixtures: `dockerd` and `podman` (private, no network), `registry` (docker-registry on
+127.0.0.1, see registry.py); containerd.py adds `containerd`.
+
 Every helper raises AssertionError naming the command and quoting its stderr, so a failing test
 shows what the client objected to. Tools are found with require(): a missing tool skips the test
 on a workstation but fails it in CI (env CI set), where .ci/run installs them.
@@ -9,8 +12,6 @@ Register the fixtures from a conftest.py with ``pytest_plugins = ["tests.support
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 import gzip
 import hashlib
@@ -19,14 +20,15 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import stat
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
+
+from . import daemons
+from .registry import Registry
 
 TIMEOUT = 120  # seconds per client call: ample on a 2-core CI machine, and no test hangs forever
 
@@ -293,56 +295,10 @@ def compare_trees(expected_root, actual_root, relpaths) -> int:
 
 # --- daemons and container engines ----------------------------------------------------------
 
-def _alive(pid: int) -> bool:
-    try:  # a zombie (Z) has stopped already: its parent reaps it later
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in "ZX"
-    except (OSError, IndexError):
-        return False
-
-
-def _stop(pid: int, timeout: float = 30) -> None:
-    """SIGTERM the process group led by `pid`, then SIGKILL it if the leader lingers."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):  # it may exit meanwhile
-                os.killpg(pid, sig)
-        deadline = time.monotonic() + wait
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-
-def _unmount_under(folder: Path) -> None:
-    # dockerd bind-mounts its data root onto itself; a daemon that died uncleanly leaves it.
-    prefix = str(folder.resolve())
-    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    for mount in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
-        subprocess.run(["umount", "-l", mount], capture_output=True, timeout=TIMEOUT)
-
-
-def _client_env(**extra: str) -> dict:
+def client_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in ("DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")}
     return {**env, **extra}
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: should pytest be killed outright, the kernel sends the
-    # daemon SIGTERM (PR_SET_PDEATHSIG = 1), so no dockerd outlives its test session.
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-
-
-def _wait_ready(proc: subprocess.Popen, argv: list[str], env: dict, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"dockerd exited {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if subprocess.run(argv, env=env, capture_output=True, timeout=10).returncode == 0:
-                return
-        except subprocess.TimeoutExpired:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"dockerd not ready after 60 s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="session")
@@ -352,24 +308,27 @@ def dockerd():
     docker = require("docker")
     # A short folder in /tmp: unix socket paths (containerd's among them) must stay < 108 bytes.
     d = Path(tempfile.mkdtemp(prefix="lp-dockerd."))
-    env = _client_env(DOCKER_HOST=f"unix://{d}/docker.sock", DOCKER_CONFIG=str(d / "client"))
-    log = d / "dockerd.log"
+    env = client_env(DOCKER_HOST=f"unix://{d}/docker.sock", DOCKER_CONFIG=str(d / "client"))
     argv = ["dockerd", "--data-root", d / "data", "--exec-root", d / "exec",
             "--pidfile", d / "pid", "-H", env["DOCKER_HOST"], "--storage-driver=vfs",
             "--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-masq=false"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_die_with_parent)
     try:
-        _wait_ready(proc, [docker, "info"], env, log)
-        yield env
+        # A clean stop also stops its containerd and unmounts the data root.
+        with daemons.running("dockerd", argv, d / "dockerd.log",
+                             lambda: daemons.succeeds([docker, "info"], env)):
+            yield env
     finally:
-        _stop(proc.pid)  # a clean stop also stops its containerd and unmounts the data root
-        proc.wait(timeout=10)
         _stop_containerd(d)
-        _unmount_under(d)
+        daemons.unmount_under(d)
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def registry():
+    """A docker-registry on a free 127.0.0.1 port (plain HTTP), data and logs in a temp dir."""
+    require("docker-registry")
+    with Registry.start() as reg:
+        yield reg
 
 
 def _stop_containerd(d: Path) -> None:
@@ -378,7 +337,7 @@ def _stop_containerd(d: Path) -> None:
     try:
         pid = int((d / "exec" / "containerd" / "containerd.pid").read_text())
         if str(d) in Path(f"/proc/{pid}/cmdline").read_text():
-            _stop(pid)
+            daemons.stop(pid)
     except (OSError, ValueError):
         pass  # no pid file, or that process is gone
 
@@ -426,7 +385,7 @@ def podman():
     (d / "storage.conf").write_text(_STORAGE_CONF.format(d=d))
     (d / "policy.json").write_text(_POLICY)
     # TMPDIR: podman stages image copies there (default /var/tmp, which we would litter).
-    env = _client_env(CONTAINERS_CONF=str(d / "containers.conf"), TMPDIR=str(d / "tmp"),
+    env = client_env(CONTAINERS_CONF=str(d / "containers.conf"), TMPDIR=str(d / "tmp"),
                       CONTAINERS_STORAGE_CONF=str(d / "storage.conf"))
     try:
         yield env
@@ -434,7 +393,7 @@ def podman():
         # Containers of runs that timed out would keep conmon processes alive.
         subprocess.run(["podman", "rm", "--all", "--force", "--time", "0"], env=env,
                        capture_output=True, timeout=TIMEOUT)
-        _unmount_under(d)
+        daemons.unmount_under(d)
         shutil.rmtree(d, ignore_errors=True)
 
 
