@@ -221,3 +221,26 @@ def test_a_hub_heavy_closure_of_2000_paths(tmp_path):
     paths = sorted(r["path"] for r in lines if r["type"] == "path")
     layers = [r["paths"] for r in lines if r["type"] == "layer"]
     assert len(layers) == 99 and sorted(p for layer in layers for p in layer) == paths
+
+
+def test_previous_layout_with_two_images_gives_the_layers_of_both(tmp_path):
+    """Two images added to one OCI layout (image-assemble adds by tag) are
+    two sibling builds: --previous DIR reads the layers of both, the first
+    image's first, a layer they share once."""
+    from layerpipe.previous import read_previous
+    from tests.support.store import build_store
+    store = build_store(str(tmp_path / "s"), app_text="v1")
+    graph = store.write_graph(str(tmp_path / "graph.refs"))
+    layout = tmp_path / "layout"
+    records = {}
+    for tag, strategy in (("a:1", "stable"), ("b:1", "two-layer")):
+        cmd = (f"{BIN}/closure-read --root {store.root} {graph} | {BIN}/layer-split -s {strategy}"
+               f" | {BIN}/layer-tar --root {store.root} --blob-dir {tmp_path}/blobs"
+               f" | tee {tmp_path}/{strategy}.ndjson | {BIN}/image-assemble -f oci --tag {tag} -o {layout}")
+        proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr.decode()
+        lines = (tmp_path / f"{strategy}.ndjson").read_text().splitlines()
+        records[tag] = [(sorted(r["paths"]), r["digest"]) for r in map(json.loads, lines) if r["type"] == "layer"]
+    got = read_previous(str(layout), "/gnu/store")
+    assert got == records["a:1"] + [layer for layer in records["b:1"] if layer not in records["a:1"]]
+    assert len(records["b:1"]) == 2 and len(got) > len(records["a:1"])

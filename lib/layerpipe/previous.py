@@ -4,8 +4,9 @@ Accepted: NDJSON with `layer` records (from layer-split, layer-tar or a
 user's script), a Docker archive or OCI archive (a tar), or an OCI layout
 directory.  From an image, each layer's store items are read from the layer
 tar itself (the top-level entries under the store directory), so images
-written by other tools work too.  Returns the layers base first, each as
-(member store paths, digest or None).
+written by other tools work too; a layout or archive holding several images
+gives the layers of all of them (sibling builds).  Returns the layers base
+first, each as (member store paths, digest or None).
 """
 import os
 import re
@@ -15,7 +16,7 @@ from typing import IO
 import zstandard
 
 from .errors import LayerpipeError
-from .formats.source import decompressed, find_image, open_source
+from .formats.source import all_images, decompressed, open_source
 from .records import RecordReader, need_path_list
 
 PreviousLayer = tuple[list[str], str | None]
@@ -51,14 +52,18 @@ def _from_records(stream: IO[bytes], name: str) -> list[PreviousLayer]:
 
 
 def _from_layout(src, store_dir: str | None) -> list[PreviousLayer]:
-    """Layers of the first image of an OCI layout or a Docker archive."""
-    image = find_image(src, strict=False)
-    result = []
-    for name, digest, _ in image.layers:
-        with src.open(name) as stream:
-            items = _store_items(stream, store_dir)
-        if items:  # the top layer (/tmp, links) holds no store item
-            result.append((items, digest))
+    """Layers of every image of an OCI layout or a Docker archive (several
+    images in one layout are sibling builds), each layer once."""
+    result, seen = [], set()
+    for image in all_images(src):
+        for name, digest, _ in image.layers:
+            if name in seen:
+                continue
+            seen.add(name)
+            with src.open(name) as stream:
+                items = _store_items(stream, store_dir)
+            if items:  # the top layer (/tmp, links) holds no store item
+                result.append((items, digest))
     return result
 
 

@@ -249,28 +249,47 @@ def find_image(src, ref: str | None = None, arch: str | None = None, strict: boo
     """The image named REF (or the only one; the first unless STRICT), for ARCH
     when the source holds a multi-platform index."""
     if src.exists("index.json"):
-        desc, names = _choose(_index_candidates(src), ref, strict, src.where)
-        desc = _platform_manifest(src, desc, arch, strict)
-        if desc.get("mediaType", next(iter(MANIFEST_TYPES))) not in MANIFEST_TYPES:
-            raise LayerpipeError(f"not an image manifest: mediaType {desc.get('mediaType')!r}", src.where)
-        digest = _digest(desc.get("digest"), "manifest", src.where)
-        manifest = read_json(src, blob_name(digest), "manifest")
-        try:
-            config = manifest["config"]
-            layers = [(blob_name(_digest(d["digest"], "layer", src.where)), d["digest"], d.get("mediaType"))
-                      for d in manifest["layers"]]
-            return ImageEntry(blob_name(_digest(config["digest"], "config", src.where)), config["digest"],
-                              layers, names, {"mediaType": desc.get("mediaType"), "digest": digest,
-                                              "size": desc.get("size")})
-        except (KeyError, TypeError):
-            raise LayerpipeError(f"manifest {digest} lacks its config or layers", src.where) from None
+        return _index_entry(src, *_choose(_index_candidates(src), ref, strict, src.where), arch, strict)
     if src.exists("manifest.json"):
-        entry, names = _choose(_docker_candidates(src), ref, strict, src.where)
-        config, layers = entry.get("Config"), entry.get("Layers")
-        if not isinstance(config, str) or not isinstance(layers, list) or not all(isinstance(p, str) for p in layers):
-            raise LayerpipeError("manifest.json lacks Config or Layers", src.where)
-        return ImageEntry(config, None, [(p, None, None) for p in layers], names)
-    raise LayerpipeError("neither an OCI layout nor a Docker archive (no index.json, no manifest.json)", src.where)
+        return _docker_entry(src, *_choose(_docker_candidates(src), ref, strict, src.where))
+    raise LayerpipeError(NOT_AN_IMAGE, src.where)
+
+
+def all_images(src) -> list[ImageEntry]:
+    """Every image the source holds, in the order its index lists them (the
+    first platform's manifest of a multi-platform index)."""
+    if src.exists("index.json"):
+        return [_index_entry(src, desc, names, None, False) for desc, names in _index_candidates(src)]
+    if src.exists("manifest.json"):
+        return [_docker_entry(src, entry, names) for entry, names in _docker_candidates(src)]
+    raise LayerpipeError(NOT_AN_IMAGE, src.where)
+
+
+NOT_AN_IMAGE = "neither an OCI layout nor a Docker archive (no index.json, no manifest.json)"
+
+
+def _index_entry(src, desc: dict, names: list[str], arch: str | None, strict: bool) -> ImageEntry:
+    desc = _platform_manifest(src, desc, arch, strict)
+    if desc.get("mediaType", next(iter(MANIFEST_TYPES))) not in MANIFEST_TYPES:
+        raise LayerpipeError(f"not an image manifest: mediaType {desc.get('mediaType')!r}", src.where)
+    digest = _digest(desc.get("digest"), "manifest", src.where)
+    manifest = read_json(src, blob_name(digest), "manifest")
+    try:
+        config = manifest["config"]
+        layers = [(blob_name(_digest(d["digest"], "layer", src.where)), d["digest"], d.get("mediaType"))
+                  for d in manifest["layers"]]
+        return ImageEntry(blob_name(_digest(config["digest"], "config", src.where)), config["digest"],
+                          layers, names, {"mediaType": desc.get("mediaType"), "digest": digest,
+                                          "size": desc.get("size")})
+    except (KeyError, TypeError):
+        raise LayerpipeError(f"manifest {digest} lacks its config or layers", src.where) from None
+
+
+def _docker_entry(src, entry: dict, names: list[str]) -> ImageEntry:
+    config, layers = entry.get("Config"), entry.get("Layers")
+    if not isinstance(config, str) or not isinstance(layers, list) or not all(isinstance(p, str) for p in layers):
+        raise LayerpipeError("manifest.json lacks Config or Layers", src.where)
+    return ImageEntry(config, None, [(p, None, None) for p in layers], names)
 
 
 def decompressed(stream: IO[bytes]) -> tuple[IO[bytes], str]:
