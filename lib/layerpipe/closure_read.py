@@ -8,6 +8,7 @@ writes the header and the path records sorted by path.
 """
 import os
 import sys
+from itertools import repeat
 from typing import IO
 
 import typer
@@ -16,8 +17,9 @@ from . import cli, graph_formats
 from .errors import LayerpipeError, UsageError
 from .graph_formats import PathInfo
 from .nar import nar_size
-from .records import RecordWriter, Header
-from .storepath import check_store_dir, split_store_path
+from .graph import leaves_first, referred_to
+from .records import RecordWriter, Header, paused_gc
+from .storepath import check_store_dir, path_pattern, split_store_path
 
 PROG = "closure-read"
 
@@ -47,8 +49,11 @@ def merge(entries: list[PathInfo], store_dir: str) -> dict[str, PathInfo]:
             _check_path(entry.deriver, store_dir, entry.where)
         # References are checked in check_closed: one that is in the closure
         # is a well-formed path already, so only strays need the syntax check.
-        entry.references = {ref if ref.startswith("/") else f"{store_dir}/{ref}": where
-                            for ref, where in entry.references}
+        refs = dict(entry.references)
+        if not all(map(str.startswith, refs, repeat("/"))):
+            refs = {ref if ref.startswith("/") else f"{store_dir}/{ref}": where
+                    for ref, where in entry.references}
+        entry.references = refs
         seen = closure.get(entry.path)
         if seen is None:
             closure[entry.path] = entry
@@ -63,6 +68,8 @@ def merge(entries: list[PathInfo], store_dir: str) -> dict[str, PathInfo]:
 
 
 def _check_path(path: str, store_dir: str, where: str) -> str:
+    if path_pattern(store_dir).fullmatch(path):
+        return path
     try:
         found = split_store_path(path)[0]
     except LayerpipeError as exc:
@@ -84,13 +91,23 @@ def _conflict(a: PathInfo, b: PathInfo) -> str | None:
 
 def check_closed(closure: dict[str, PathInfo]) -> None:
     """Every reference names an item of the closure; no cycles but self-references."""
+    number = {path: i for i, path in enumerate(closure)}
+    try:  # per reference in C; on a failure, the slow way below finds what to say
+        children = [list(map(number.__getitem__, entry.references)) for entry in closure.values()]
+    except KeyError:
+        _check_refs(closure)   # raises
+        raise
+    if leaves_first(children, range(len(children)))[1]:
+        _check_acyclic(closure)   # says which items lie on or above a cycle
+
+
+def _check_refs(closure: dict[str, PathInfo]) -> None:
     store_dir = next(iter(closure)).rpartition("/")[0]
     for entry in closure.values():
         for ref, where in entry.references.items():
             if ref not in closure:
                 _check_path(ref, store_dir, where)
                 raise LayerpipeError(f"{entry.path} refers to {ref}, which is not in the closure", where)
-    _check_acyclic(closure)
 
 
 def _check_acyclic(closure: dict[str, PathInfo]) -> None:
@@ -129,7 +146,7 @@ def fill_nar_sizes(closure: dict[str, PathInfo], root: str) -> None:
 
 
 def path_records(closure: dict[str, PathInfo]):
-    referenced = {r for e in closure.values() for r in e.references if r != e.path}
+    referenced = referred_to({path: entry.references for path, entry in closure.items()})
     for path in sorted(closure):
         entry = closure[path]
         rec = {"type": "path", "path": path, "narSize": entry.narSize}
@@ -142,6 +159,7 @@ def path_records(closure: dict[str, PathInfo]):
         yield rec
 
 
+@paused_gc()
 def closure_read(stream: IO[bytes], name: str, out: IO[bytes], *, root: str = "/",
                  fmt: str = "auto", attr: str | None = None, store_dir: str | None = None) -> None:
     entries = read_entries(stream, name, fmt, attr)

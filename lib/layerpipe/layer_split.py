@@ -14,7 +14,7 @@ import typer
 from . import cli
 from .errors import LayerpipeError, UsageError
 from .graph import closure_from_records
-from .records import RecordReader, RecordWriter
+from .records import RecordReader, RecordWriter, paused_gc
 from .strategies import DEFAULT, STRATEGIES
 
 PROG = "layer-split"
@@ -34,6 +34,7 @@ def store_budget(max_layers: int, reserve: int) -> int:
     return max_layers - 1 - reserve
 
 
+@paused_gc()
 def layer_split(reader: RecordReader, out: IO[bytes], *, strategy: str, max_layers: int,
                 reserve: int = 0, previous: list[str] = ()) -> None:
     if strategy not in STRATEGIES:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from ..errors import LayerpipeError
-from ..graph import Closure
+from ..graph import Closure, leaves_first
 
 
 class Layer(list):
@@ -35,7 +35,7 @@ def index_closure(closure: Closure) -> Indexed:
     """Index CLOSURE; raise LayerpipeError if its references form a cycle."""
     paths = closure.paths
     number = {path: i for i, path in enumerate(paths)}
-    children = [sorted({number[r] for r in closure.references[p] if r != p}) for p in paths]
+    children = [_kids(map(number.__getitem__, closure.references[p]), node) for node, p in enumerate(paths)]
     parents: list[list[int]] = [[] for _ in paths]
     for node, kids in enumerate(children):
         for kid in kids:
@@ -44,47 +44,32 @@ def index_closure(closure: Closure) -> Indexed:
     return Indexed(paths, children, parents, sizes, _leaves_first(paths, children, parents))
 
 
+def _kids(refs, node: int) -> list[int]:
+    kids = set(refs)
+    kids.discard(node)
+    return sorted(kids)
+
+
 def _leaves_first(paths: list[str], children: list[list[int]], parents: list[list[int]]) -> list[int]:
     """Depth-first post-order from the roots: besides being a topological
     order, it numbers what a path brings into the closure next to the path,
     which keeps the bit sets of the popularity contest narrow."""
-    state = [0] * len(paths)   # 0 not seen, 1 on the current walk, 2 placed
-    order: list[int] = []
     starts = [node for node, above in enumerate(parents) if not above]
-    for start in starts + list(range(len(paths))):  # the second round only finds cycles
-        if state[start]:
-            continue
-        state[start] = 1
-        walk = [(start, iter(children[start]))]
-        while walk:
-            node, kids = walk[-1]
-            for kid in kids:
-                if not state[kid]:
-                    state[kid] = 1
-                    walk.append((kid, iter(children[kid])))
-                    break
-                if state[kid] == 1:
-                    on_walk = [n for n, _ in walk]
-                    cycle = on_walk[on_walk.index(kid):] + [kid]
-                    raise LayerpipeError("store paths refer to each other in a cycle ("
-                                         + " -> ".join(paths[n] for n in cycle)
-                                         + "); Nix and Guix never produce one")
-            else:
-                walk.pop()
-                state[node] = 2
-                order.append(node)
+    order, cycle = leaves_first(children, starts + list(range(len(paths))))  # the second round only finds cycles
+    if cycle:
+        raise LayerpipeError("store paths refer to each other in a cycle ("
+                             + " -> ".join(paths[n] for n in cycle) + "); Nix and Guix never produce one")
     return order
 
 
 def descendants(graph: Indexed, node: int) -> set[int]:
     """Every node NODE refers to, directly or not (NODE itself left out)."""
+    children = graph.children
     found: set[int] = set()
-    todo = list(graph.children[node])
-    while todo:
-        kid = todo.pop()
-        if kid not in found:
-            found.add(kid)
-            todo.extend(graph.children[kid])
+    level = set(children[node])
+    while level:   # one level at a time: the per-reference work runs in C
+        found |= level
+        level = set().union(*map(children.__getitem__, level)) - found
     return found
 
 

@@ -109,7 +109,7 @@ def _descend(graph: Indexed, cap: int) -> tuple[list[int], list[int], dict[int, 
                 waiting[kid] -= 1
                 if not waiting[kid]:
                     below[kid] = 0
-        if reach.bit_count() < cap and all(inside[kid] for kid in kids):
+        if reach.bit_count() < cap and all(map(inside.__getitem__, kids)):
             inside[node] = True
             reach |= 1 << len(members)
             members.append(node)
@@ -125,7 +125,7 @@ def _carry(graph: Indexed, chosen: list[int]) -> list[int]:
     carry = [0] * len(graph.paths)
     for node in reversed(graph.leaves_first):
         above = graph.parents[node]
-        chains[node] = sum(chains[parent] for parent in above) if above else 1
+        chains[node] = sum(map(chains.__getitem__, above)) if above else 1
         carry[node] += chains[node]
         if chosen[node] >= 0:
             carry[chosen[node]] += carry[node]
