@@ -6,8 +6,10 @@ directory, renamed to `blobs/sha256/<hex>` once complete.  Nothing is read
 twice.  Compression is deterministic and uses every core:
 - gzip: one member, mtime 0, no file name, deflated in 1 MiB blocks on a
   thread pool (pgzip): the same bytes for any thread count;
-- zstd: libzstd with at least one worker thread: its output is the same for
-  any worker count >= 1 (it differs from single-threaded mode, never used).
+- zstd: libzstd with at least one worker thread and jobs of ZSTD_JOB bytes:
+  its output depends on the job size, never on the worker count (it differs
+  from single-threaded mode, never used).  2 MiB jobs (libzstd picks 8 MiB
+  at level 3) keep a layer of a few MB on every core and the buffers small.
 """
 import hashlib
 import os
@@ -26,6 +28,7 @@ MEDIA_TYPES = {
     "none": "application/vnd.oci.image.layer.v1.tar",
 }
 DEFAULT_LEVELS = {"gzip": 6, "zstd": 3, "none": 0}
+ZSTD_JOB = 2 << 20   # part of the layer format: in the cache key
 LEVEL_RANGES = {"gzip": (0, 9), "zstd": (1, 19), "none": (0, 0)}
 
 
@@ -54,8 +57,9 @@ def _compressor(compression: str, level: int, threads: int, pool: Executor | Non
     if compression == "gzip":
         return ParallelGzip(level, pool, in_flight=2 * max(1, threads))
     if compression == "zstd":
-        cctx = zstandard.ZstdCompressor(level=level, threads=max(1, threads), write_checksum=True)
-        return cctx.compressobj()
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, threads=max(1, threads), job_size=ZSTD_JOB, write_checksum=True)
+        return zstandard.ZstdCompressor(compression_params=params).compressobj()
     return None
 
 
@@ -116,6 +120,17 @@ class BlobWriter:
             os.unlink(self.tmp)
         except OSError:
             pass
+
+
+def compression_threads(sizes: dict[int, int], cpus: int, jobs: int) -> dict[int, int]:
+    """Compression threads for each layer to build (SIZES: its bytes), JOBS
+    at a time: a layer gets the share of the CPUs that its bytes are of all
+    the bytes to compress, and at least an equal share of what runs at once.
+    A rebuild in which one layer is new compresses it on every core.  The
+    output does not depend on it (pgzip blocks, zstd jobs)."""
+    total = sum(sizes.values()) or 1
+    fair = max(1, cpus // max(1, min(jobs, len(sizes))))
+    return {i: min(cpus, max(fair, round(cpus * size / total))) for i, size in sizes.items()}
 
 
 def hash_file(path: str) -> tuple[str, int]:

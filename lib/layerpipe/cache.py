@@ -2,7 +2,8 @@
 
 Store items are immutable, so a layer's tar and blob follow from its member
 paths and the settings: compression and level, SOURCE_DATE_EPOCH, the tar
-rules (TAR_FORMAT), the gzip block size and the compressor's version.  The
+rules (TAR_FORMAT), the gzip block size or zstd job size, and the
+compressor's version.  The
 key is the sha256 of those, canonically serialised; the entry, a small JSON
 file `<blob dir>/index/<key>`, names the blob and its digests.  A rebuild
 whose layer members did not change reads no store file for that layer.
@@ -22,7 +23,7 @@ import zlib
 import orjson
 import zstandard
 
-from .blobs import BlobInfo, blob_path
+from .blobs import ZSTD_JOB, BlobInfo, blob_path
 from .pgzip import BLOCK
 
 # Bump when the same store contents could give other tar bytes.
@@ -34,6 +35,8 @@ def layer_key(paths: list[str], compression: str, level: int, mtime: int) -> str
     settings = {"tar_format": TAR_FORMAT, "paths": sorted(paths), "compression": compression,
                 "level": level, "mtime": mtime, "gzip_block": BLOCK,
                 "compressor": str(versions[compression])}
+    if compression == "zstd":
+        settings["zstd_job"] = ZSTD_JOB
     return hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

@@ -16,7 +16,7 @@ from typing import IO
 import typer
 
 from . import cli
-from .blobs import BlobInfo, BlobWriter, check_level, default_blob_dir, hash_file
+from .blobs import BlobInfo, BlobWriter, check_level, compression_threads, default_blob_dir, hash_file
 from .cache import Cache, layer_key
 from .epoch import source_date_epoch
 from .errors import LayerpipeError, UsageError
@@ -41,11 +41,11 @@ def check_layer(rec: Record, root: str) -> list[str]:
 
 class LayerBuilder:
     def __init__(self, root: str, blob_dir: str, compression: str, level: int | None,
-                 threads: int, progress: cli.Progress, pool: ThreadPoolExecutor, verify: bool = False):
+                 pool: ThreadPoolExecutor, verify: bool = False):
         self.root, self.blob_dir = root, blob_dir
-        self.compression, self.level, self.threads = compression, check_level(compression, level), threads
+        self.compression, self.level = compression, check_level(compression, level)
         self.mtime = source_date_epoch()
-        self.progress = progress
+        self.progress = cli.Progress(PROG, 0, quiet=True)   # layer_tar sets it once it knows what to build
         self.pool, self.verify = pool, verify
         self.cache = Cache(blob_dir)
         self.stop = threading.Event()
@@ -55,22 +55,23 @@ class LayerBuilder:
         with self._lock:
             self.progress.advance(nbytes)
 
-    def build(self, rec: Record, paths: list[str]) -> dict:
+    def lookup(self, paths: list[str]) -> tuple[str, BlobInfo | None]:
+        """The layer's cache key and entry: no store file is read."""
         key = layer_key(paths, self.compression, self.level, self.mtime)
-        cached = self.cache.lookup(key)
-        if cached and not self.verify:
-            return _described(rec, cached)
+        return key, self.cache.lookup(key)
+
+    def build(self, rec: Record, paths: list[str], key: str, cached: BlobInfo | None, threads: int) -> dict:
         if cached and hash_file(cached.path)[0] != cached.digest:
             sys.stderr.write(f"{PROG}: {rec.where}: cached blob {cached.path} is corrupt; rebuilt\n")
-        info = self._write(paths)
+        info = self._write(paths, threads)
         if cached and cached.digest != info.digest:
             sys.stderr.write(f"{PROG}: {rec.where}: the cached blob of this layer ({cached.digest}) "
                              f"did not match a rebuild ({info.digest}); replaced\n")
         self.cache.store(key, info)
         return _described(rec, info)
 
-    def _write(self, paths: list[str]) -> BlobInfo:
-        blob = BlobWriter(self.blob_dir, self.compression, self.level, self.threads, self.pool)
+    def _write(self, paths: list[str], threads: int) -> BlobInfo:
+        blob = BlobWriter(self.blob_dir, self.compression, self.level, threads, self.pool)
         try:
             tar = TarWriter(blob.write, self.mtime)
             dirs = sorted({d for p in paths for d in parent_dirs(p)})
@@ -100,6 +101,15 @@ def _tree_size(root: str, paths: list[str]) -> int:
     return total
 
 
+def _layer_size(paths: list[str], nar_sizes: dict, root: str) -> int:
+    """About the bytes of the layer: the narSize of its paths, from the path
+    records passed through, else from the tree."""
+    sizes = [nar_sizes.get(p) for p in paths]
+    if all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
+        return sum(sizes)
+    return _tree_size(root, paths)
+
+
 def layer_tar(reader: RecordReader, out: IO[bytes], *, root: str, blob_dir: str,
               compression: str, level: int | None, jobs: int, quiet: bool = False,
               verify: bool = False) -> None:
@@ -108,18 +118,23 @@ def layer_tar(reader: RecordReader, out: IO[bytes], *, root: str, blob_dir: str,
     layers = {i: check_layer(r, root) for i, r in enumerate(records) if r.type == "layer"}
     if not layers:
         raise LayerpipeError("no layer records in the input: nothing to tar", reader.name)
-    progress = cli.Progress(PROG, sum(_tree_size(root, p) for p in layers.values()) if not quiet and
-                            sys.stderr.isatty() else 0, quiet)
     cpus = available_cpus()
-    threads = max(1, cpus // max(1, min(jobs, len(layers) or 1)))
-    writer = RecordWriter(out)
-    writer.write(reader.header.with_stage(PROG))
     with ThreadPoolExecutor(max_workers=cpus) as compressors, ThreadPoolExecutor(max_workers=jobs) as pool:
-        builder = LayerBuilder(root, blob_dir, compression, level, threads, progress, compressors, verify)
-        futures = {i: pool.submit(builder.build, records[i], p) for i, p in layers.items()}
+        # The cache first, so that the compression threads go to the layers to build.
+        builder = LayerBuilder(root, blob_dir, compression, level, compressors, verify)
+        found = {i: builder.lookup(p) for i, p in layers.items()}
+        done = {i: _described(records[i], cached) for i, (_, cached) in found.items() if cached and not verify}
+        todo = {i: p for i, p in layers.items() if i not in done}
+        nar_sizes = {r.data.get("path"): r.data.get("narSize") for r in records if r.type == "path"}
+        threads = compression_threads({i: _layer_size(p, nar_sizes, root) for i, p in todo.items()}, cpus, jobs)
+        builder.progress = progress = cli.Progress(
+            PROG, sum(_tree_size(root, p) for p in todo.values()) if not quiet and sys.stderr.isatty() else 0, quiet)
+        writer = RecordWriter(out)
+        writer.write(reader.header.with_stage(PROG))
+        futures = {i: pool.submit(builder.build, records[i], p, *found[i], threads[i]) for i, p in todo.items()}
         try:
             for i, rec in enumerate(records):
-                writer.write(futures[i].result() if i in futures else rec.data)
+                writer.write(done[i] if i in done else futures[i].result() if i in futures else rec.data)
         except BaseException:
             builder.stop.set()
             for f in futures.values():
