@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from layerpipe.errors import LayerpipeError
-from layerpipe.tarwriter import BLOCK, CHUNK, TarWriter, add_tree, parent_dirs
+from layerpipe.tarwriter import BLOCK, CHUNK, TarWriter, _header, add_tree, parent_dirs
 
 GNU_TAR = shutil.which("tar")
 
@@ -291,6 +291,32 @@ def test_file_changing_size_while_read_is_refused(tmp_path, change):
     with pytest.raises(LayerpipeError, match="changed size") as info:
         tar_tree(root, on_bytes=on_bytes)
     assert str(victim) in str(info.value)
+
+
+def test_small_file_growing_after_it_was_read_is_refused(tmp_path):
+    """A small file is read in one call of its size plus one byte, then one
+    more: bytes appended in between are noticed."""
+    root = tmp_path / "item"
+    root.mkdir()
+    victim = root / "small"
+    victim.write_bytes(b"0123456789")
+
+    def on_bytes(n):
+        with open(victim, "ab") as f:
+            f.write(b"!")
+
+    with pytest.raises(LayerpipeError, match="changed size"):
+        tar_tree(root, on_bytes=on_bytes)
+
+
+@pytest.mark.parametrize("fill", [0x00, 0x7F, 0xFF])
+def test_header_checksum_is_the_byte_sum(fill):
+    """The checksum (computed with Adler-32 halves) is the plain sum of the
+    header's bytes, its own field read as spaces, up to the largest sums."""
+    name, link = bytes([fill or 1]) * 100, bytes([fill]) * 100
+    header = _header(name, 0o7777, 0o77777777777, 0o77777777777, bytes([fill or 0x30]), link)
+    expected = sum(header[:148]) + 8 * 0x20 + sum(header[156:])
+    assert header[148:156] == b"%06o\0 " % expected
 
 
 @pytest.mark.parametrize("name, target", [

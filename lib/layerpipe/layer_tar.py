@@ -126,12 +126,15 @@ def layer_tar(reader: RecordReader, out: IO[bytes], *, root: str, blob_dir: str,
         done = {i: _described(records[i], cached) for i, (_, cached) in found.items() if cached and not verify}
         todo = {i: p for i, p in layers.items() if i not in done}
         nar_sizes = {r.data.get("path"): r.data.get("narSize") for r in records if r.type == "path"}
-        threads = compression_threads({i: _layer_size(p, nar_sizes, root) for i, p in todo.items()}, cpus, jobs)
+        sizes = {i: _layer_size(p, nar_sizes, root) for i, p in todo.items()}
+        threads = compression_threads(sizes, cpus, jobs)
         builder.progress = progress = cli.Progress(
             PROG, sum(_tree_size(root, p) for p in todo.values()) if not quiet and sys.stderr.isatty() else 0, quiet)
         writer = RecordWriter(out)
         writer.write(reader.header.with_stage(PROG))
-        futures = {i: pool.submit(builder.build, records[i], p, *found[i], threads[i]) for i, p in todo.items()}
+        # Largest first, so that no large layer is left to run alone at the end.
+        futures = {i: pool.submit(builder.build, records[i], todo[i], *found[i], threads[i])
+                   for i in sorted(todo, key=lambda i: (-sizes[i], i))}
         try:
             for i, rec in enumerate(records):
                 writer.write(done[i] if i in done else futures[i].result() if i in futures else rec.data)

@@ -19,12 +19,17 @@ contents always give the same tar.  The rules (man/layer-tar.1):
 """
 import os
 import stat
+import zlib
 from typing import Callable, Iterator
 
 from .errors import LayerpipeError
 
 BLOCK = 512
 CHUNK = 1 << 20
+# Chunks under this size are gathered into CHUNK-sized writes: a store holds
+# tens of thousands of small files, and each write to the sink costs a hash
+# update and a compressor call whatever its size.
+SMALL = 256 << 10
 _MAX_OCTAL_SIZE = 0o77777777777
 _REGTYPE, _SYMTYPE, _DIRTYPE, _PAXTYPE = b"0", b"2", b"5", b"x"
 
@@ -45,16 +50,18 @@ def _fits_ustar(value: bytes) -> bool:
     return len(value) <= 100 and value.isascii()
 
 
+_IDS = _octal(0, 8) * 2                                        # uid, gid
+_TAIL = b"ustar\x0000" + b"\0" * 64 + _octal(0, 8) * 2 + b"\0" * 167   # magic ... padding
+
+
 def _header(name: bytes, mode: int, size: int, mtime: int, kind: bytes, link: bytes = b"") -> bytes:
-    fields = [
-        name[:100].ljust(100, b"\0"), _octal(mode, 8), _octal(0, 8), _octal(0, 8),
-        _octal(size if size <= _MAX_OCTAL_SIZE else 0, 12), _octal(mtime, 12), b" " * 8, kind,
-        link[:100].ljust(100, b"\0"), b"ustar\x0000", b"\0" * 32, b"\0" * 32,
-        _octal(0, 8), _octal(0, 8), b"\0" * 155, b"\0" * 12,
-    ]
-    block = b"".join(fields)
-    checksum = b"%06o\0 " % sum(block)
-    return block[:148] + checksum + block[156:]
+    block = b"".join((name[:100].ljust(100, b"\0"),
+                      b"%07o\0%s%011o\0%011o\0        " % (mode, _IDS, size if size <= _MAX_OCTAL_SIZE else 0, mtime),
+                      kind, link[:100].ljust(100, b"\0"), _TAIL))
+    # The sum of the bytes, in C: each half sums to at most 256 * 255, under
+    # Adler-32's modulus 65521, so its first sum (which starts at 1) is exact.
+    checksum = (zlib.adler32(block[:256]) & 0xFFFF) + (zlib.adler32(block[256:]) & 0xFFFF) - 2
+    return b"%s%06o\0 %s" % (block[:148], checksum, block[156:])
 
 
 def _ascii_fallback(value: bytes) -> bytes:
@@ -108,13 +115,16 @@ class TarWriter:
 
     def add_file(self, name: bytes, mode: int, size: int, chunks: Iterator[bytes]) -> None:
         self._entry_header(name, mode, size, _REGTYPE)
-        self.flush()
         written = 0
         for chunk in chunks:
             written += len(chunk)
             if written > size:
                 break
-            self.sink(chunk)
+            if len(chunk) < SMALL:
+                self._emit(chunk)
+            else:
+                self.flush()
+                self.sink(chunk)
         if written != size:
             raise LayerpipeError("file changed size while being read")
         self._emit(b"\0" * (-size % BLOCK))
@@ -124,12 +134,17 @@ class TarWriter:
         self.flush()
 
 
-def _read_chunks(path: bytes, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
+def _read_chunks(path: bytes, size: int, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
+    """The file's bytes, in reads of at most CHUNK sized to the file (a read
+    of CHUNK allocates CHUNK), and one byte more, so that a file that grew
+    since its lstat is noticed."""
+    with open(path, "rb", buffering=0) as f:
+        left = size + 1
+        while chunk := f.read(min(CHUNK, left)):
             if on_bytes:
                 on_bytes(len(chunk))
             yield chunk
+            left = max(1, left - len(chunk))
 
 
 def parent_dirs(store_path: str) -> list[bytes]:
@@ -156,7 +171,7 @@ def add_tree(tar: TarWriter, fs_path: bytes, name: bytes,
         elif stat.S_ISREG(mode):
             try:
                 tar.add_file(arcname, 0o555 if mode & 0o100 else 0o444, st.st_size,
-                             _read_chunks(path, on_bytes))
+                             _read_chunks(path, st.st_size, on_bytes))
             except LayerpipeError as exc:
                 raise LayerpipeError(f"{os.fsdecode(path)}: {exc.message}") from None
         elif stat.S_ISLNK(mode):
