@@ -1,10 +1,15 @@
 """scan: references found in store items' bytes, as Guix and Nix find them."""
 import json
 import os
+import pty
+import select
+import signal
+import subprocess
+import time
 
 import pytest
 
-from conftest import run_stage
+from conftest import BIN, run_stage
 from layerpipe import scan
 from layerpipe.errors import LayerpipeError
 from layerpipe.storepath import make_store_path, split_store_path
@@ -135,3 +140,59 @@ def test_roots_from_a_link_to_a_store_item(items, tmp_path):
     link.symlink_to(B)  # as ./result points into the store
     out = run_stage("closure-read", "--root", str(tmp_path), "--roots", str(link)).stdout
     assert [json.loads(line)["path"] for line in out.splitlines()[1:]] == sorted([B, C])
+
+
+# -- progress, interruption ------------------------------------------------------------
+
+def _sparse_item(tmp_path, size: int) -> str:
+    """An item holding one sparse file of SIZE bytes: read at memory speed, no disk used."""
+    base = _make(tmp_path, A, {})
+    with open(os.path.join(base, "big"), "wb") as f:
+        f.truncate(size)
+    return f"{A}\n"
+
+
+def _on_tty(argv, input: bytes):
+    """Run ARGV with stderr on a terminal: (exit status, what the terminal got)."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(argv, input=input, stdout=subprocess.DEVNULL, stderr=slave, timeout=120)
+        os.close(slave)
+        slave = None
+        shown = b""
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other end is closed and nothing is left
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    return proc.returncode, shown.decode()
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    listing = _sparse_item(tmp_path, 64 << 20).encode()
+    argv = [str(BIN / "closure-read"), "--root", str(tmp_path), "--scan", "-j", "2"]
+    status, shown = _on_tty(argv, listing)
+    assert status == 0 and "closure-read: scanning [" in shown and "100%" in shown and shown.endswith("\n")
+    assert _on_tty([*argv, "--quiet"], listing) == (0, "")
+    assert run_stage("closure-read", *argv[1:], input=listing).stderr == b""
+
+
+def test_interrupted_scan_says_one_line(tmp_path):
+    """^C reaches the worker processes too (one process group): they stop
+    without tracebacks, and closure-read reports once."""
+    listing = tmp_path / "closure.txt"
+    listing.write_text(_sparse_item(tmp_path, 64 << 30))
+    proc = subprocess.Popen([str(BIN / "closure-read"), "--root", str(tmp_path), "--scan", "-j", "2", str(listing)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    time.sleep(2)
+    assert proc.poll() is None, "the scan of 64 GiB ended too soon to be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's ^C does
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (130, b"closure-read: interrupted\n")

@@ -142,6 +142,7 @@ def scan_references(closure: dict[str, PathInfo], root: str, candidates: dict[by
     try:
         found = scan.scan_references(paths, fs_paths, candidates, jobs=jobs, advance=progress.advance,
                                      file_bytes=total)
+        progress.advance(total - progress.done)  # narSize counts more than the files' bytes
     finally:
         progress.close()
     for path in paths:
