@@ -17,6 +17,11 @@ the same items, read from the page cache:
 3. `closure-read --scan -j 1` and `-j 0` (every CPU this process may use)
    on the list of A's store paths.
 
+And, in this process, why --scan uses processes: the search
+(scan.hashes_in) over 256 MB of the store's files held in memory, by one
+thread and by one thread per CPU; CPython's bytes methods hold the GIL, so
+threads do not add up.
+
 Each command runs under GNU time (wall; CPU user + sys of the whole process
 tree; peak RSS of its biggest process).  Each figure is the best of --runs
 (the kinds interleaved round by round, so that a noisy neighbour hurts them
@@ -166,8 +171,34 @@ def main() -> None:
         sys.stderr.write("\n")
         result = {"size": args.size, "items": len(items), "file_bytes": nbytes, "cpus": CORES,
                   "python": sys.version.split()[0], "references": check_references(root, output),
+                  "threads": thread_check(items),
                   "best": {name: best(ms) for name, ms in runs.items()}, "runs": runs}
     report(result)
+
+
+def thread_check(items: list[str], limit: int = 256 << 20) -> dict:
+    """MB/s of scan.hashes_in over LIMIT bytes of the items' files, in memory,
+    by 1 thread and by CORES threads."""
+    from concurrent.futures import ThreadPoolExecutor
+    from layerpipe import scan
+    pieces, held = [], 0
+    for top in items:
+        for folder, _, files in os.walk(top):
+            for name in files:
+                path = os.path.join(folder, name)
+                if held < limit and not os.path.islink(path):
+                    with open(path, "rb") as f:
+                        data = f.read(scan.CHUNK)
+                    pieces.append(data)
+                    held += len(data)
+    candidates = frozenset(os.path.basename(p)[:HASH_LEN].encode() for p in items)
+    result = {"bytes": held}
+    for threads in sorted({1, CORES}):
+        start = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda piece: scan.hashes_in(piece, candidates), pieces))
+        result[f"{threads} threads MB/s"] = round(held / (time.perf_counter() - start) / 1e6)
+    return result
 
 
 def best(measures: list[dict]) -> dict:
@@ -191,7 +222,11 @@ def report(res: dict) -> None:
     lines += ["", f"References: the graph has {refs['graph_references']}, --scan found "
               f"{refs['found_references']}; of those the graph lists for items with files "
               f"(which name them), {refs['missing_in_named_items']} missed; "
-              f"{refs['not_in_graph']} found that the graph lacks (besides self-references).", ""]
+              f"{refs['not_in_graph']} found that the graph lacks (besides self-references).", "",
+              f"The search alone (scan.hashes_in) on {res['threads']['bytes'] / 1e6:.0f} MB in memory, in "
+              "threads of this process: " + ", ".join(f"{k} {v}" for k, v in res["threads"].items()
+                                                        if k != "bytes") +
+              " (threads do not add up: the GIL; hence worker processes).", ""]
     text = "\n".join(lines)
     print(text)
     out = os.path.join(HERE, "results", f"scan-{res['size']}")

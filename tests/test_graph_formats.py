@@ -239,3 +239,13 @@ def test_invalid_json_names_the_input():
 def test_json_scalar_is_refused():
     with pytest.raises(LayerpipeError, match="list or object"):
         js("just a string")
+
+
+def test_closure_info_files_are_told_apart():
+    """closureInfo's two files, as its jq writes them (golden nix-closure-info)."""
+    folder = GOLDEN / "nix-closure-info"
+    assert detect((folder / "registration").read_bytes()) == "registration"
+    assert detect((folder / "store-paths").read_bytes()) == "paths"
+    paths = [e.path for e in read_paths(io.BytesIO((folder / "store-paths").read_bytes()), "store-paths")]
+    registered = read_text(io.BytesIO((folder / "registration").read_bytes()), "registration", True)
+    assert paths == [e.path for e in registered] and len(paths) == 4

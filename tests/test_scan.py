@@ -196,3 +196,18 @@ def test_interrupted_scan_says_one_line(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's ^C does
     _, err = proc.communicate(timeout=60)
     assert (proc.returncode, err) == (130, b"closure-read: interrupted\n")
+
+
+def test_an_item_that_is_a_symlink_refers_by_its_target(tmp_path):
+    (tmp_path / A.lstrip("/")).parent.mkdir(parents=True)
+    os.symlink(f"{B}/bin/b", tmp_path / A.lstrip("/"))
+    assert scan.scan_references([A], [str(tmp_path / A.lstrip("/"))], CANDIDATES) == {A: {B}}
+
+
+def test_two_items_with_one_hash_part_cannot_be_scanned(tmp_path):
+    twin = A[:-3] + "other-1"
+    data = f"{A}\n{twin}\n".encode()
+    proc = run_stage("closure-read", "--scan", "--root", str(tmp_path), input=data, check=False)
+    assert proc.returncode == 1 and proc.stderr.decode() == (
+        f"closure-read: stdin:2: {twin} and {A} have the same hash part: scanning cannot tell references "
+        "to them apart\n")

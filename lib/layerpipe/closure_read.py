@@ -129,14 +129,12 @@ def _check_acyclic(closure: dict[str, PathInfo]) -> None:
                              closure[cyclic[0]].where)
 
 
-def scan_references(closure: dict[str, PathInfo], root: str, candidates: dict[bytes, str] | None = None,
+def scan_references(closure: dict[str, PathInfo], root: str, candidates: dict[bytes, str],
                     jobs: int = 0, quiet: bool = False) -> None:
-    """Set each entry's references to the CANDIDATES (default: the closure's
-    items) that scanning its bytes finds.  Needs narSize (for the progress bar)."""
-    if candidates is None:
-        candidates = _hash_parts(closure)
+    """Set each entry's references to the CANDIDATES (hash part -> store path)
+    that scanning its bytes finds.  Needs narSize (for the progress bar)."""
     paths = sorted(closure)
-    fs_paths = [_on_disk(closure[p], root) for p in paths]
+    fs_paths = [_on_disk(closure[p], root, "scanning reads every item") for p in paths]
     total = sum(closure[p].narSize for p in paths)
     progress = cli.Progress(f"{PROG}: scanning", total, quiet)
     try:
@@ -183,22 +181,18 @@ def closure_of_roots(roots: dict[str, PathInfo], store_dir: str, root: str, jobs
     return closure
 
 
-def _on_disk(entry: PathInfo, root: str) -> str:
+def _on_disk(entry: PathInfo, root: str, why: str) -> str:
     fs_path = os.path.join(root, entry.path.lstrip("/"))
     if not os.path.lexists(fs_path):
-        raise LayerpipeError(f"{entry.path}: no such store item (looked in {root}; scanning reads every item)",
-                             entry.where)
+        raise LayerpipeError(f"{entry.path}: no such store item (looked in {root}; {why})", entry.where)
     return fs_path
 
 
 def fill_nar_sizes(closure: dict[str, PathInfo], root: str) -> None:
     for entry in closure.values():
         if entry.narSize is None:
-            fs_path = os.path.join(root, entry.path.lstrip("/"))
-            if not os.path.lexists(fs_path):
-                raise LayerpipeError(f"{entry.path}: no such store item (looked in {root}; narSize "
-                                     "is not in the input, so it is computed from disk)", entry.where)
-            entry.narSize = nar_size(fs_path)
+            why = "narSize is not in the input, so it is computed from disk"
+            entry.narSize = nar_size(_on_disk(entry, root, why))
 
 
 def path_records(closure: dict[str, PathInfo]):
@@ -217,7 +211,7 @@ def path_records(closure: dict[str, PathInfo]):
 
 def closure_read(stream: IO[bytes], name: str, out: IO[bytes], *, root: str = "/",
                  fmt: str = "auto", attr: str | None = None, store_dir: str | None = None,
-                 scan: bool = False, roots: bool = False, jobs: int = 0, quiet: bool = False) -> None:
+                 scan_refs: bool = False, roots: bool = False, jobs: int = 0, quiet: bool = False) -> None:
     if roots:
         entries, kind = list(graph_formats.read_paths(stream, name)), "paths"
     else:
@@ -228,9 +222,10 @@ def closure_read(stream: IO[bytes], name: str, out: IO[bytes], *, root: str = "/
     closure = merge(entries, store_dir)
     if roots:
         closure = closure_of_roots(closure, store_dir, root, jobs, quiet)
-    elif scan:
+    elif scan_refs:
+        candidates = _hash_parts(closure)  # refuse twins before reading the disk
         fill_nar_sizes(closure, root)
-        scan_references(closure, root, jobs=jobs, quiet=quiet)
+        scan_references(closure, root, candidates, jobs, quiet)
     elif kind == "paths":
         raise LayerpipeError("a list of store paths has no references: add --scan to find them in the items "
                              "(under --root), or give a reference graph", name)
@@ -255,8 +250,8 @@ app = cli.make_app("Read a closure (reference graph, registration, path list or 
 ))
 def main(
     input: str = typer.Argument("-", metavar="INPUT", help="Closure file; '-' reads stdin."),
-    root: str = typer.Option("/", "--root", metavar="DIR", help="Directory the store lives under (for narSize from disk)."),
-    format: str = typer.Option("auto", "--format", metavar="FORMAT", help="Input format: auto, text, json-list, json-object, structured-attrs."),
+    root: str = typer.Option("/", "--root", metavar="DIR", help="Directory the store lives under (for narSize from disk, and scanning)."),
+    format: str = typer.Option("auto", "--format", metavar="FORMAT", help="Input format: auto, text, registration, paths, json-list, json-object, structured-attrs."),
     attr: str = typer.Option(None, "--attr", metavar="NAME", help="In structured-attrs JSON: the attribute holding the graph."),
     store_dir: str = typer.Option(None, "--store-dir", metavar="DIR", help="Expected store directory (default: that of the first path)."),
     scan_: bool = typer.Option(False, "--scan", help="Find references by scanning the items' bytes for hash parts (needed for a list of paths)."),
@@ -280,7 +275,7 @@ def main(
             raise UsageError("--jobs must be 0 (all CPUs) or more")
         stream, name = _roots_input(input) if roots else cli.open_input(input)
         closure_read(stream, name, sys.stdout.buffer, root=root, fmt=format, attr=attr, store_dir=store_dir,
-                     scan=scan_, roots=roots, jobs=jobs, quiet=quiet)
+                     scan_refs=scan_, roots=roots, jobs=jobs, quiet=quiet)
     cli.guard(PROG, body)
 
 
