@@ -211,3 +211,26 @@ def test_two_items_with_one_hash_part_cannot_be_scanned(tmp_path):
     assert proc.returncode == 1 and proc.stderr.decode() == (
         f"closure-read: stdin:2: {twin} and {A} have the same hash part: scanning cannot tell references "
         "to them apart\n")
+
+
+def test_scanner_keeps_its_workers_across_scans(items):
+    with scan.Scanner(CANDIDATES, jobs=2) as scanner:
+        assert scanner.references([A], [items[A]]) == {A: {A, B}}
+        pool = scanner._pool
+        assert pool is not None and scanner.references([B, C], [items[B], items[C]]) == {B: {C}, C: set()}
+        assert scanner._pool is pool
+    assert scanner._pool is None
+
+
+def test_roots_progress_grows_with_the_closure(tmp_path):
+    """Two passes (A, then the B it names): one bar, ending at 100%."""
+    base = _make(tmp_path, A, {"bin/a": f"{B}/bin/b\n".encode()})
+    big = _make(tmp_path, B, {})
+    with open(os.path.join(big, "big"), "wb") as f:
+        f.truncate(64 << 20)
+    (tmp_path / "gnu" / "store" / ".links").mkdir()
+    assert os.path.isdir(base)
+    status, shown = _on_tty([str(BIN / "closure-read"), "--root", str(tmp_path), "--roots", "-j", "2"],
+                            f"{A}\n".encode())
+    assert status == 0 and shown.count("\n") == 1 and shown.rstrip().endswith("64 MiB")
+    assert " 100% " in shown.split("\r")[-2]

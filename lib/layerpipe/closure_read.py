@@ -14,6 +14,7 @@ items of the store directory.
 import io
 import os
 import sys
+from contextlib import closing
 from typing import IO
 
 import typer
@@ -129,20 +130,16 @@ def _check_acyclic(closure: dict[str, PathInfo]) -> None:
                              closure[cyclic[0]].where)
 
 
-def scan_references(closure: dict[str, PathInfo], root: str, candidates: dict[bytes, str],
-                    jobs: int = 0, quiet: bool = False) -> None:
-    """Set each entry's references to the CANDIDATES (hash part -> store path)
-    that scanning its bytes finds.  Needs narSize (for the progress bar)."""
+def scan_references(closure: dict[str, PathInfo], root: str, scanner: scan.Scanner,
+                    progress: cli.Progress) -> None:
+    """Set each entry's references to what SCANNER finds in its bytes.  Needs
+    narSize: the progress bar counts it, as more than the files' bytes."""
     paths = sorted(closure)
     fs_paths = [_on_disk(closure[p], root, "scanning reads every item") for p in paths]
     total = sum(closure[p].narSize for p in paths)
-    progress = cli.Progress(f"{PROG}: scanning", total, quiet)
-    try:
-        found = scan.scan_references(paths, fs_paths, candidates, jobs=jobs, advance=progress.advance,
-                                     file_bytes=total)
-        progress.advance(total - progress.done)  # narSize counts more than the files' bytes
-    finally:
-        progress.close()
+    start = progress.done
+    found = scanner.references(paths, fs_paths, progress.advance, file_bytes=total)
+    progress.advance(start + total - progress.done)
     for path in paths:
         closure[path].references = dict.fromkeys(sorted(found[path]), closure[path].where)
 
@@ -167,18 +164,23 @@ def closure_of_roots(roots: dict[str, PathInfo], store_dir: str, root: str, jobs
         listing = scan.store_listing(store_fs, store_dir)
     except OSError as exc:
         raise LayerpipeError(f"cannot list the store directory: {exc.strerror}", store_fs) from None
-    closure, pending = dict(roots), dict(roots)
-    while pending:
-        fill_nar_sizes(pending, root)
-        scan_references(pending, root, listing, jobs, quiet)
-        found = {}
-        for entry in pending.values():
-            for ref in entry.references:
-                if ref not in closure and ref not in found:
-                    found[ref] = PathInfo(ref, {}, f"{entry.where}: {entry.path} refers to it")
-        closure.update(found)
-        pending = found
+    closure, pending, expected = dict(roots), dict(roots), 0
+    progress = cli.Progress(f"{PROG}: scanning", 0, quiet)
+    with scan.Scanner(listing, jobs) as scanner, closing(progress):
+        while pending:
+            fill_nar_sizes(pending, root)
+            expected += sum(e.narSize for e in pending.values())
+            progress.total = expected  # grows as items are found
+            scan_references(pending, root, scanner, progress)
+            found = {}
+            for entry in pending.values():
+                for ref in entry.references:
+                    if ref not in closure and ref not in found:
+                        found[ref] = PathInfo(ref, {}, f"{entry.where}: {entry.path} refers to it")
+            closure.update(found)
+            pending = found
     return closure
+
 
 
 def _on_disk(entry: PathInfo, root: str, why: str) -> str:
@@ -225,7 +227,9 @@ def closure_read(stream: IO[bytes], name: str, out: IO[bytes], *, root: str = "/
     elif scan_refs:
         candidates = _hash_parts(closure)  # refuse twins before reading the disk
         fill_nar_sizes(closure, root)
-        scan_references(closure, root, candidates, jobs, quiet)
+        progress = cli.Progress(f"{PROG}: scanning", sum(e.narSize for e in closure.values()), quiet)
+        with scan.Scanner(candidates, jobs) as scanner, closing(progress):
+            scan_references(closure, root, scanner, progress)
     elif kind == "paths":
         raise LayerpipeError("a list of store paths has no references: add --scan to find them in the items "
                              "(under --root), or give a reference graph", name)

@@ -113,52 +113,77 @@ def _batches(pieces: Iterable[Piece]) -> Iterator[list[Piece]]:
         yield batch
 
 
-def scan_references(items: list[str], fs_paths: list[str], candidates: dict[bytes, str], *,
-                    jobs: int = 0, advance: Callable[[int], None] = lambda n: None,
-                    file_bytes: int | None = None) -> dict[str, set[str]]:
-    """For each of ITEMS (store paths, on disk at FS_PATHS): the CANDIDATES
-    (hash part -> store path) it refers to.  ADVANCE gets the bytes read;
-    FILE_BYTES, when known, lets a small scan skip the worker pool."""
-    found: list[set[bytes]] = [set() for _ in items]
-    strings: list[list[bytes]] = [[] for _ in items]
-    pieces = (p for i, fs in enumerate(fs_paths) for p in walk_item(i, fs, strings[i]))
-    jobs = jobs or available_cpus()
-    if jobs == 1 or (file_bytes is not None and file_bytes < INLINE_BYTES):
-        _scan_inline(_batches(pieces), frozenset(candidates), found, advance)
-    else:
-        _scan_pool(_batches(pieces), frozenset(candidates), jobs, found, advance)
-    for i, names in enumerate(strings):
-        found[i] |= hashes_in(b"/".join(names), candidates)
-    return {item: {candidates[h] for h in hits} for item, hits in zip(items, found)}
+class Scanner:
+    """Scans store items for the hash parts of CANDIDATES (hash part -> store
+    path).  Worker processes start when a scan is big enough to need them and
+    serve every later scan until close(), so --roots pays for them once."""
 
+    def __init__(self, candidates: dict[bytes, str], jobs: int = 0):
+        self.candidates = candidates
+        self.hashes = frozenset(candidates)
+        self.jobs = jobs or available_cpus()
+        self._pool: ProcessPoolExecutor | None = None
 
-def _scan_inline(batches, candidates, found, advance) -> None:
-    global _candidates
-    saved, _candidates = _candidates, candidates
-    try:
+    def references(self, items: list[str], fs_paths: list[str], advance: Callable[[int], None] = lambda n: None,
+                   file_bytes: int | None = None) -> dict[str, set[str]]:
+        """For each of ITEMS (store paths, on disk at FS_PATHS): the store paths
+        it refers to.  ADVANCE gets the bytes read; FILE_BYTES, when known,
+        lets a small scan skip the worker processes."""
+        found: list[set[bytes]] = [set() for _ in items]
+        strings: list[list[bytes]] = [[] for _ in items]
+        batches = _batches(p for i, fs in enumerate(fs_paths) for p in walk_item(i, fs, strings[i]))
+        if self.jobs == 1 or (self._pool is None and file_bytes is not None and file_bytes < INLINE_BYTES):
+            self._inline(batches, found, advance)
+        else:
+            self._in_pool(batches, found, advance)
+        for i, names in enumerate(strings):
+            found[i] |= hashes_in(b"/".join(names), self.hashes)
+        return {item: {self.candidates[h] for h in hits} for item, hits in zip(items, found)}
+
+    def _inline(self, batches, found, advance) -> None:
+        global _candidates
+        saved, _candidates = _candidates, self.hashes
+        try:
+            for batch in batches:
+                _collect(_scan_pieces(batch), found, advance)
+        finally:
+            _candidates = saved
+
+    def _in_pool(self, batches, found, advance) -> None:
+        if self._pool is None:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else None)
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker,
+                                             initargs=(self.hashes,))
+        pending = set()
         for batch in batches:
-            _collect(_scan_pieces(batch), found, advance)
-    finally:
-        _candidates = saved
-
-
-def _scan_pool(batches, candidates, jobs, found, advance) -> None:
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(candidates,))
-    pending = set()
-    try:
-        for batch in batches:
-            if len(pending) >= 2 * jobs:
+            if len(pending) >= 2 * self.jobs:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     _collect(future.result(), found, advance)
-            pending.add(pool.submit(_scan_pieces, batch))
+            pending.add(self._pool.submit(_scan_pieces, batch))
         for future in pending:
             _collect(future.result(), found, advance)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
+
+    def close(self, failed: bool = False) -> None:
+        if self._pool is not None:
+            # On an error or ^C, drop what is queued; workers end their piece and exit.
+            self._pool.shutdown(wait=not failed, cancel_futures=failed)
+            self._pool = None
+
+    def __enter__(self) -> "Scanner":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.close(failed=kind is not None)
+
+
+def scan_references(items: list[str], fs_paths: list[str], candidates: dict[bytes, str], *,
+                    jobs: int = 0, advance: Callable[[int], None] = lambda n: None,
+                    file_bytes: int | None = None) -> dict[str, set[str]]:
+    """One scan with a Scanner of its own."""
+    with Scanner(candidates, jobs) as scanner:
+        return scanner.references(items, fs_paths, advance, file_bytes)
 
 
 def _collect(result, found, advance) -> None:
