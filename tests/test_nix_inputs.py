@@ -137,3 +137,51 @@ def test_roots_pipeline_gives_the_layers_of_nix_json_and_runs(nix_closure, podma
     _pipeline(nix_closure, tmp_path, roots, None,
               f" | {BIN}/image-assemble --tag nix-roots:1 --entrypoint bin/hello -o {image}")
     assert "hello from lib" in podman_run(podman, podman_load(podman, image))
+
+
+# An item that names its dependencies in every way the NAR holds them: in a file's
+# contents (across the 8 MiB boundary where --scan splits its reads), in the name of a
+# directory entry, in a symlink's target; and a build input it does not name, which
+# Nix therefore does not record.
+EVERY_WAY_NIX = r"""
+let
+  mk = name: script: builtins.derivation {
+    inherit name; builder = "/bin/busybox"; args = [ "sh" "-e" "-c" script ];
+    system = builtins.currentSystem;
+  };
+  inContents = mk "in-contents" "echo a > $out";
+  inName = mk "in-name" "echo b > $out";
+  inLink = mk "in-link" "echo c > $out";
+  unnamed = mk "unnamed" "echo d > $out";
+  # the hash part starts 16 bytes before 8 MiB: 16 characters in one read, 16 in the next
+  filler = toString (8388608 - 16 - builtins.stringLength builtins.storeDir - 1);
+in mk "every-way" ''
+  mkdir -p $out/names
+  head -c ${filler} /dev/zero | tr '\000' . > $out/big
+  printf '%s\n' ${inContents} >> $out/big
+  touch "$out/names/$(basename ${inName})"
+  ln -s ${inLink} $out/link
+  test -e ${unnamed}
+''
+"""
+
+
+def test_scan_agrees_with_nix_on_every_way_of_naming(nix_closure, tmp_path):
+    from tests.support.clients import run_client
+    from tests.support.nix import nix_env
+    env, store_dir, fs_root = nix_env(tmp_path, nix_closure.sandboxed)
+    (tmp_path / "every.nix").write_text(EVERY_WAY_NIX)
+    out = run_client(["nix-build", "--no-out-link", tmp_path / "every.nix"], env=env, timeout=300).stdout.strip()
+    recorded = sorted(run_client(["nix-store", "-q", "--references", out], env=env).stdout.split())
+    named = {p.split("-", 1)[1]: p for p in recorded}
+    assert sorted(named) == ["in-contents", "in-link", "in-name"]
+    with open(f"{fs_root}/{out.lstrip('/')}/big", "rb") as f:
+        start = f.read().index(named["in-contents"].encode()) + len(store_dir) + 1
+    assert start < 8 << 20 < start + 32, "the hash part must span the boundary of two reads"
+    listing = run_client(["nix-store", "-qR", out], env=env).stdout
+    for jobs in ("1", "2"):
+        records = _records(run_stage("closure-read", "--scan", "-j", jobs, "--root", fs_root, input=listing.encode()))
+        assert records[out]["references"] == recorded
+        assert all(records[p]["references"] == [] for p in recorded)
+    rooted = _records(run_stage("closure-read", "--roots", "--root", fs_root, input=f"{out}\n".encode()))
+    assert {p: r["references"] for p, r in rooted.items()} == {p: r["references"] for p, r in records.items()}
