@@ -25,6 +25,7 @@ from .errors import LayerpipeError, UsageError
 from .formats.docker_archive import add_docker_files
 from .formats.layout import Layout, write_tar
 from .formats.oci_dir import write_dir
+from .imagetree import ImageTree, Layer
 from .records import Record, RecordReader, RecordWriter, need, need_digest, need_path_list, need_size
 from .storepath import name_of
 
@@ -92,7 +93,9 @@ def _profile(roots: list[str]) -> str | None:
     return roots[0] if len(roots) == 1 else None
 
 
-def resolve_entrypoint(opts: Options, roots: list[str]) -> list[str] | None:
+def resolve_entrypoint(opts: Options, roots: list[str], tree: ImageTree | None = None) -> list[str] | None:
+    """The Entrypoint: --entrypoint (in the root profile unless absolute) and its
+    arguments; with TREE, refused unless it leads to an executable file in the image."""
     if not opts.entrypoint:
         if opts.entrypoint_args:
             raise UsageError("--entrypoint-arg needs --entrypoint")
@@ -104,7 +107,22 @@ def resolve_entrypoint(opts: Options, roots: list[str]) -> list[str] | None:
             raise UsageError(f"--entrypoint {target}: a relative entry point needs exactly one root "
                              f"in the closure (found {len(roots)}); give an absolute path")
         target = f"{profile}/{target}"
+    if tree is not None:
+        found = tree.resolve(target)
+        if found is None or found[1][0] != "file":
+            what = "is not in the image" if found is None else "is a directory"
+            raise UsageError(f"--entrypoint {opts.entrypoint}: {target} {what}")
+        if not found[1][2] & 0o111:
+            raise UsageError(f"--entrypoint {opts.entrypoint}: /{found[0]} is not executable")
     return [target, *opts.entrypoint_args]
+
+
+def image_tree(layers: list[dict], base: Base | None, top: dict) -> ImageTree:
+    """The image's files, read from the blobs only when a lookup needs them."""
+    tree_layers = [Layer(lambda f=l["file"]: base.source.open(f), None, f"base layer {i}")
+                   for i, l in enumerate(base.layers if base else [])]
+    tree_layers += [Layer(lambda b=l["blob"]: open(b, "rb"), l["paths"], l["blob"]) for l in layers]
+    return ImageTree(tree_layers, extrafiles.tree_entries(top))
 
 
 def default_tag(roots: list[str]) -> str:
@@ -139,11 +157,11 @@ def check_layers(layers: list[dict], base_layers: list[dict], opts: Options) -> 
         raise UsageError("docker-archive cannot carry zstd layers; use --format oci or oci-archive")
 
 
-def add_top_layer(layout: Layout, layers: list[dict], symlinks: list, epoch: int) -> dict:
+def add_top_layer(layout: Layout, layers: list[dict], top: dict, epoch: int) -> dict:
     """The top layer's descriptor (with its diff_id), compressed as the store layers are."""
     media = {l["mediaType"] for l in layers}
     media_type = media.pop() if len(media) == 1 else MEDIA_TYPES["gzip"]
-    tar = extrafiles.top_layer_tar(symlinks, epoch)
+    tar = extrafiles.entries_tar(top, epoch)
     blob = layout.add_blob_data(compress_bytes(tar, compression_of(media_type)))
     return {**ic.descriptor(media_type, blob.digest, blob.size),
             "diff_id": "sha256:" + hashlib.sha256(tar).hexdigest()}
@@ -163,13 +181,14 @@ def build_layout(layers: list[dict], roots: list[str], opts: Options, base: Base
         layout.add_blob_file(l["digest"], l["size"], l["blob"])
     descs = [{**ic.descriptor(l["mediaType"], l["digest"], l["size"]), "diff_id": l["diff_id"]}
              for l in base_layers + layers]
-    descs.append(add_top_layer(layout, layers, symlinks, epoch))
+    top = extrafiles.top_entries(symlinks)
+    descs.append(add_top_layer(layout, layers, top, epoch))
     top_comment = "files outside the store: /tmp" + "".join(f", /{n}" for n, _ in symlinks)
     config = ic.image_config(
         arch=ic.architecture(opts.arch), created=created, diff_ids=[d["diff_id"] for d in descs],
         history=(base.history if base else []) + _history(layers, created, top_comment),
         env=[f"{k}={v}" for k, v in ic.split_pairs(opts.env, "--env")],
-        entrypoint=resolve_entrypoint(opts, roots), cmd=opts.cmd, workdir=opts.workdir,
+        entrypoint=resolve_entrypoint(opts, roots, image_tree(layers, base, top)), cmd=opts.cmd, workdir=opts.workdir,
         labels=dict(ic.split_pairs(opts.labels, "--label")),
         base=base.runtime if base else None, variant=base.variant if base else None)
     config_blob = layout.add_blob_data(ic.canonical_json(config))
