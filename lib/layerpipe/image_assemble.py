@@ -17,7 +17,7 @@ from typing import IO
 
 import typer
 
-from . import cli, extrafiles, imageconfig as ic
+from . import cli, extrafiles, imageconfig as ic, storedb
 from .base_image import Base, open_base
 from .blobs import MEDIA_TYPES, compress_bytes, compression_of
 from .epoch import source_date_epoch
@@ -49,6 +49,8 @@ class Options:
     symlinks: list[str] = field(default_factory=list)
     base: str | None = None
     base_ref: str | None = None
+    store_db: str | None = None
+    root: str = "/"
 
 
 def check_layer(rec: Record) -> dict:
@@ -68,15 +70,24 @@ def check_layer(rec: Record) -> dict:
     return layer
 
 
-def collect(reader: RecordReader) -> tuple[list[dict], list[str], list[dict]]:
-    """(layers by index, root paths, records to pass through)."""
-    layers, roots, passed = [], [], []
+@dataclass
+class Input:
+    layers: list[dict]
+    roots: list[str]
+    passed: list[dict]
+    path_records: list[Record]
+
+
+def collect(reader: RecordReader) -> Input:
+    """The layers by index, root paths, path records and records to pass through."""
+    layers, roots, passed, path_records = [], [], [], []
     for rec in reader:
         if rec.type == "layer":
             if "digest" not in rec.data:
                 raise LayerpipeError("layer record has no digest: run layer-tar before image-assemble", rec.where)
             layers.append(check_layer(rec))
         elif rec.type == "path":
+            path_records.append(rec)
             if need(rec, "root", bool, optional=True, default=False):
                 roots.append(need(rec, "path", str))
         else:
@@ -86,7 +97,7 @@ def collect(reader: RecordReader) -> tuple[list[dict], list[str], list[dict]]:
     layers.sort(key=lambda layer: layer["index"])
     if [layer["index"] for layer in layers] != list(range(len(layers))):
         raise LayerpipeError("layer indexes must run 0, 1, 2, ... without gaps or repeats", reader.name)
-    return layers, sorted(roots), passed
+    return Input(layers, sorted(roots), passed, path_records)
 
 
 def _profile(roots: list[str]) -> str | None:
@@ -133,11 +144,10 @@ def default_tag(roots: list[str]) -> str:
     return ic.canonical_tag("-".join(names)[:40] + ":latest")
 
 
-def _history(layers: list[dict], created: str, top_comment: str) -> list[dict]:
+def _history(layers: list[dict], created: str, extra: list[tuple[str, str]]) -> list[dict]:
     history = [{"created": created, "created_by": "layerpipe layer-tar",
                 "comment": "store items: " + " ".join(layer["paths"])} for layer in layers]
-    history.append({"created": created, "created_by": "layerpipe image-assemble", "comment": top_comment})
-    return history
+    return history + [{"created": created, "created_by": by, "comment": comment} for by, comment in extra]
 
 
 def check_options(layers: list[dict], opts: Options) -> None:
@@ -145,29 +155,44 @@ def check_options(layers: list[dict], opts: Options) -> None:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
     if opts.base_ref is not None and opts.base is None:
         raise UsageError("--base-ref needs --base")
+    if opts.store_db not in (None, *storedb.SCHEMAS):
+        raise UsageError(f"--store-db must be one of {', '.join(storedb.SCHEMAS)}")
     check_layers(layers, [], opts)
 
 
 def check_layers(layers: list[dict], base_layers: list[dict], opts: Options) -> None:
     """The layer budget, and what a Docker archive can carry."""
-    if len(base_layers) + len(layers) + 1 > MAX_LAYERS:
+    if len(base_layers) + len(layers) + 1 + bool(opts.store_db) > MAX_LAYERS:
         counts = f"{len(base_layers)} base layers, " if base_layers else ""
-        raise LayerpipeError(f"{counts}{len(layers)} store layers and the top layer exceed {MAX_LAYERS} layers")
+        db = ", the store database layer" if opts.store_db else ""
+        raise LayerpipeError(f"{counts}{len(layers)} store layers{db} and the top layer exceed {MAX_LAYERS} layers")
     if opts.format == "docker-archive" and any(l["mediaType"] not in DOCKER_MEDIA_TYPES for l in base_layers + layers):
         raise UsageError("docker-archive cannot carry zstd layers; use --format oci or oci-archive")
 
 
-def add_top_layer(layout: Layout, layers: list[dict], top: dict, epoch: int) -> dict:
-    """The top layer's descriptor (with its diff_id), compressed as the store layers are."""
+def add_extra_layer(layout: Layout, layers: list[dict], entries: dict, epoch: int) -> dict:
+    """The descriptor (with its diff_id) of a layer of ENTRIES (extrafiles),
+    compressed as the store layers are."""
     media = {l["mediaType"] for l in layers}
     media_type = media.pop() if len(media) == 1 else MEDIA_TYPES["gzip"]
-    tar = extrafiles.entries_tar(top, epoch)
+    tar = extrafiles.entries_tar(entries, epoch)
     blob = layout.add_blob_data(compress_bytes(tar, compression_of(media_type)))
     return {**ic.descriptor(media_type, blob.digest, blob.size),
             "diff_id": "sha256:" + hashlib.sha256(tar).hexdigest()}
 
 
-def build_layout(layers: list[dict], roots: list[str], opts: Options, base: Base | None = None) -> tuple[Layout, dict]:
+def store_db_layer(layout: Layout, given: Input, opts: Options, epoch: int) -> tuple[dict, tuple[str, str]]:
+    """The store database layer's descriptor and history entry."""
+    members = {p for l in given.layers for p in l["paths"]}
+    items = storedb.items_from(given.path_records, members, opts.root)
+    entries = storedb.layer_entries(opts.store_db, items, given.roots, epoch)
+    desc = add_extra_layer(layout, given.layers, entries, epoch)
+    return desc, (f"layerpipe image-assemble --store-db {opts.store_db}",
+                  f"store database: /{storedb.DB_FILES[opts.store_db]} ({len(items)} store items)")
+
+
+def build_layout(given: Input, opts: Options, base: Base | None = None) -> tuple[Layout, dict]:
+    layers, roots = given.layers, given.roots
     base_layers = base.layers if base else []
     check_layers(layers, base_layers, opts)
     epoch = source_date_epoch()
@@ -181,12 +206,18 @@ def build_layout(layers: list[dict], roots: list[str], opts: Options, base: Base
         layout.add_blob_file(l["digest"], l["size"], l["blob"])
     descs = [{**ic.descriptor(l["mediaType"], l["digest"], l["size"]), "diff_id": l["diff_id"]}
              for l in base_layers + layers]
+    extra = []
+    if opts.store_db:
+        desc, entry = store_db_layer(layout, given, opts, epoch)
+        descs.append(desc)
+        extra.append(entry)
     top = extrafiles.top_entries(symlinks)
-    descs.append(add_top_layer(layout, layers, top, epoch))
-    top_comment = "files outside the store: /tmp" + "".join(f", /{n}" for n, _ in symlinks)
+    descs.append(add_extra_layer(layout, layers, top, epoch))
+    extra.append(("layerpipe image-assemble",
+                  "files outside the store: /tmp" + "".join(f", /{n}" for n, _ in symlinks)))
     config = ic.image_config(
         arch=ic.architecture(opts.arch), created=created, diff_ids=[d["diff_id"] for d in descs],
-        history=(base.history if base else []) + _history(layers, created, top_comment),
+        history=(base.history if base else []) + _history(layers, created, extra),
         env=[f"{k}={v}" for k, v in ic.split_pairs(opts.env, "--env")],
         entrypoint=resolve_entrypoint(opts, roots, image_tree(layers, base, top)), cmd=opts.cmd, workdir=opts.workdir,
         labels=dict(ic.split_pairs(opts.labels, "--label")),
@@ -217,15 +248,15 @@ def _base_annotations(base: Base | None) -> dict:
 
 
 def image_assemble(reader: RecordReader, output: str, opts: Options, out: IO[bytes]) -> None:
-    layers, roots, passed = collect(reader)
-    check_options(layers, opts)
+    given = collect(reader)
+    check_options(given.layers, opts)
     if opts.format == "oci" and output == "-":
         raise UsageError("--format oci writes a directory: give -o DIR")
     with contextlib.ExitStack() as stack:
         base = None
         if opts.base is not None:
             base = stack.enter_context(open_base(opts.base, opts.base_ref, ic.architecture(opts.arch)))
-        layout, image = build_layout(layers, roots, opts, base)
+        layout, image = build_layout(given, opts, base)
         if opts.format == "oci":
             write_dir(layout, output)
         else:
@@ -235,7 +266,7 @@ def image_assemble(reader: RecordReader, output: str, opts: Options, out: IO[byt
         return
     writer = RecordWriter(out)
     writer.write(reader.header.with_stage(PROG))
-    for data in passed:
+    for data in given.passed:
         writer.write(data)
     writer.write({**image, "output": os.path.abspath(output)})
 
@@ -248,6 +279,7 @@ app = cli.make_app("Assemble tarred layers into an image: Docker archive, OCI la
     "... | layer-tar | image-assemble --symlink /bin=bin -o - | docker load",
     "... | layer-tar --compress zstd | image-assemble --format oci --tag app:1 -o ./images",
     "... | layer-tar | image-assemble --base debian.tar --entrypoint bin/app -o app.tar",
+    "... | layer-tar | image-assemble --store-db nix --entrypoint bin/hello -o hello.tar",
 ))
 def main(
     input: str = typer.Argument("-", metavar="INPUT", help="Records from layer-tar; '-' reads stdin."),
@@ -264,6 +296,8 @@ def main(
     symlink: list[str] = typer.Option([], "--symlink", "-S", metavar="/SOURCE=TARGET", help="/SOURCE=TARGET link in the top layer; a relative TARGET is in the root profile."),
     base: str = typer.Option(None, "--base", "-b", metavar="IMAGE", help="Build on this image (Docker archive, OCI layout directory or tar): its layers first, its config inherited."),
     base_ref: str = typer.Option(None, "--base-ref", metavar="NAME", help="Which image of --base, by name, when it holds several."),
+    store_db: str = typer.Option(None, "--store-db", metavar="guix|nix", help="Add a layer with the store database registering every store item (Guix's /var/guix/db or Nix's /nix/var/nix/db)."),
+    root: str = typer.Option("/", "--root", metavar="DIR", help="Directory the store lives under, to compute the narHash a path record lacks (--store-db)."),
 ) -> None:
     """Write the image from layer records (NDJSON on stdin) and print an image record.
 
@@ -274,7 +308,7 @@ def main(
     """
     opts = Options(format=format, tags=tag, entrypoint=entrypoint, entrypoint_args=entrypoint_arg,
                    cmd=cmd, env=env, workdir=workdir, labels=label, arch=arch, symlinks=symlink,
-                   base=base, base_ref=base_ref)
+                   base=base, base_ref=base_ref, store_db=store_db, root=root)
 
     def body():
         stream, name = cli.open_input(input)
