@@ -26,6 +26,7 @@ from .formats.docker_archive import add_docker_files
 from .formats.layout import Layout, write_tar
 from .formats.oci_dir import write_dir
 from .imagetree import ImageTree, Layer
+from .profile import Profile, environment, friendly_name, read_profile
 from .records import Record, RecordReader, RecordWriter, need, need_digest, need_path_list, need_size
 from .storepath import name_of
 
@@ -136,6 +137,18 @@ def image_tree(layers: list[dict], base: Base | None, top: dict) -> ImageTree:
     return ImageTree(tree_layers, extrafiles.tree_entries(top))
 
 
+def root_profile(tree: ImageTree, roots: list[str]) -> Profile | None:
+    """The one root's profile manifest, if it has one; a manifest that cannot
+    be read is reported and left aside."""
+    if len(roots) != 1:
+        return None
+    try:
+        return read_profile(tree, roots[0])
+    except LayerpipeError as exc:
+        sys.stderr.write(f"{PROG}: warning: {exc}; the profile's names and search paths are not used\n")
+        return None
+
+
 def default_tag(roots: list[str]) -> str:
     """The roots' names joined with '-', shortened to 40 characters, tag latest."""
     names = [name_of(r) for r in roots] or ["layerpipe"]
@@ -197,8 +210,14 @@ def build_layout(given: Input, opts: Options, base: Base | None = None) -> tuple
     check_layers(layers, base_layers, opts)
     epoch = source_date_epoch()
     created = ic.rfc3339(epoch)
-    tags = list(dict.fromkeys(ic.canonical_tag(t) for t in opts.tags)) or [default_tag(roots)]
     symlinks = [extrafiles.parse_symlink(s, _profile(roots)) for s in opts.symlinks]
+    top = extrafiles.top_entries(symlinks)
+    tree = image_tree(layers, base, top)
+    found = root_profile(tree, roots)
+    tags = list(dict.fromkeys(ic.canonical_tag(t) for t in opts.tags)) or [
+        ic.canonical_tag(friendly_name(found.names) + ":latest") if found and found.names else default_tag(roots)]
+    env = ic.merge_env(environment(found, tree, roots[0]) if found else [],
+                       [f"{k}={v}" for k, v in ic.split_pairs(opts.env, "--env")])
     layout = Layout()
     for l in base_layers:
         layout.add_blob_from(l["digest"], l["size"], base.source, l["file"])
@@ -211,15 +230,13 @@ def build_layout(given: Input, opts: Options, base: Base | None = None) -> tuple
         desc, entry = store_db_layer(layout, given, opts, epoch)
         descs.append(desc)
         extra.append(entry)
-    top = extrafiles.top_entries(symlinks)
     descs.append(add_extra_layer(layout, layers, top, epoch))
     extra.append(("layerpipe image-assemble",
                   "files outside the store: /tmp" + "".join(f", /{n}" for n, _ in symlinks)))
     config = ic.image_config(
         arch=ic.architecture(opts.arch), created=created, diff_ids=[d["diff_id"] for d in descs],
         history=(base.history if base else []) + _history(layers, created, extra),
-        env=[f"{k}={v}" for k, v in ic.split_pairs(opts.env, "--env")],
-        entrypoint=resolve_entrypoint(opts, roots, image_tree(layers, base, top)), cmd=opts.cmd, workdir=opts.workdir,
+        env=env, entrypoint=resolve_entrypoint(opts, roots, tree), cmd=opts.cmd, workdir=opts.workdir,
         labels=dict(ic.split_pairs(opts.labels, "--label")),
         base=base.runtime if base else None, variant=base.variant if base else None)
     config_blob = layout.add_blob_data(ic.canonical_json(config))
@@ -285,11 +302,11 @@ def main(
     input: str = typer.Argument("-", metavar="INPUT", help="Records from layer-tar; '-' reads stdin."),
     output: str = typer.Option("-", "--output", "-o", metavar="PATH", help="Image file or directory; '-' streams an archive to stdout."),
     format: str = typer.Option("docker-archive", "--format", "-f", metavar="FORMAT", help="docker-archive (also an OCI layout tar), oci (a directory) or oci-archive."),
-    tag: list[str] = typer.Option([], "--tag", "-t", metavar="NAME[:TAG]", help="NAME[:TAG], repeatable (default: the roots' names, :latest)."),
+    tag: list[str] = typer.Option([], "--tag", "-t", metavar="NAME[:TAG]", help="NAME[:TAG], repeatable (default: the root profile's package names, else the roots' names; :latest)."),
     entrypoint: str = typer.Option(None, "--entrypoint", metavar="PATH", help="Program to run; relative to the root profile unless absolute."),
     entrypoint_arg: list[str] = typer.Option([], "--entrypoint-arg", "-A", metavar="ARG", help="Argument appended to the entry point, repeatable."),
     cmd: list[str] = typer.Option([], "--cmd", metavar="ARG", help="Default arguments (Cmd), one per use, repeatable."),
-    env: list[str] = typer.Option([], "--env", "-e", metavar="KEY=VALUE", help="KEY=VALUE in the environment, repeatable."),
+    env: list[str] = typer.Option([], "--env", "-e", metavar="KEY=VALUE", help="KEY=VALUE in the environment, repeatable; replaces what the root profile sets."),
     workdir: str = typer.Option(None, "--workdir", "-w", metavar="DIR", help="Working directory of the container."),
     label: list[str] = typer.Option([], "--label", "-l", metavar="KEY=VALUE", help="KEY=VALUE label, repeatable."),
     arch: str = typer.Option(None, "--arch", metavar="ARCH", help="Architecture: amd64, arm64, ... or a system such as x86_64-linux (default: this machine's)."),

@@ -29,6 +29,17 @@ class Layer:
     def __init__(self, opener: Callable[[], IO[bytes]], items: list[str] | None, where: str):
         self.opener, self.items, self.where = opener, items, where
         self.entries: dict[str, tuple[str, str, int]] | None = None
+        self._children: dict[str, list[str]] | None = None
+
+    def children(self, name: str) -> list[str]:
+        """The names of the entries right below NAME in this layer."""
+        if self._children is None:
+            self._children = {}
+            for entry, (kind, _, _) in self.load().items():
+                if kind != "whiteout":
+                    parent, base = posixpath.split(entry)
+                    self._children.setdefault(parent, []).append(base)
+        return self._children.get(name, [])
 
     def load(self) -> dict[str, tuple[str, str, int]]:
         """name -> (kind, link target, mode); whiteouts as kind 'whiteout'."""
@@ -100,6 +111,13 @@ class ImageTree:
             if any(layer.load().get(p, ("",))[0] == "whiteout" for p in _whiteouts(name)):
                 return None, None
         return None, None
+
+    def children(self, name: str) -> set[str]:
+        """What the directory NAME (links not followed) holds, in every layer that may have it."""
+        owner = self._owner(name)
+        layers = [owner] if owner is not None else self.layers
+        found = {posixpath.basename(n) for n in self.top if posixpath.dirname(n) == name}
+        return found.union(*(layer.children(name) for layer in layers))
 
     def resolve(self, path: str) -> tuple[str, tuple[str, str, int], Layer | None] | None:
         """(the name PATH leads to after following links, its entry, its layer), or None."""
