@@ -31,7 +31,9 @@ def lp_bases(gz, tmp_path_factory):
     """A base made by layerpipe in each format, with a config to inherit."""
     tmp = tmp_path_factory.mktemp("lp-bases")
     opts = [*ARCH, "--tag", "base:1", "-e", "PATH=/base/bin", "-e", "BASE=1", "-l", "a=base", "-l", "b=base",
-            "-w", "/srv", "--entrypoint", "/bin/sh", "-A", "-c", "--cmd", "echo base"]
+            "-w", "/srv", "--entrypoint", "/bin/sh", "-A", "-c", "--cmd", "echo base",
+            # entry points must exist in the image: these stand in for a shell
+            "-S", "/bin/sh=bin/app", "-S", "/bin/true=bin/app"]
     found = {}
     for fmt, name in (("docker-archive", "base.tar"), ("oci", "base-oci"), ("oci-archive", "base-oci.tar")):
         out = run_stage("image-assemble", "-f", fmt, "-o", str(tmp / name), *opts, input=gz).stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from layerpipe.errors import LayerpipeError
-from layerpipe.graph_formats import detect, normalise_nar_hash, read_json, read_text
+from layerpipe.graph_formats import detect, normalise_nar_hash, read_json, read_paths, read_text, sniff
 from layerpipe.storepath import nix32_encode
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "closure-read"
@@ -24,6 +24,7 @@ HEX = "sha256:" + DIGEST.hex()
     "sha256-" + base64.b64encode(DIGEST).decode(),   # SRI, as Nix >= 2.4 prints
     "sha256:" + nix32_encode(DIGEST),                 # Nix's own, as structured attrs have it
     "sha256:" + DIGEST.hex(),                         # hex, as Guix's database has it
+    "sha256:" + base64.b64encode(DIGEST).decode(),    # base64, which nix-store --load-db takes
     nix32_encode(DIGEST),                             # bare nix-base32
     DIGEST.hex(),                                     # bare hex
 ])
@@ -66,10 +67,24 @@ def test_real_sri_and_nix32_hashes_of_the_same_paths_agree():
 # -- detection --------------------------------------------------------------
 
 @pytest.mark.parametrize("head, kind", [
-    (b"[{", "json-list"), (b"  \n{\"/nix", "json-object"), (b"/gnu/store/x\n", "text"),
+    (b"[{", "json-list"), (b"  \n{\"/nix", "json-object"),
+    (f"{A}\n\n0\n".encode(), "text"),                       # no deriver
+    (f"{A}\n{A}.drv\n1\n{B}\n".encode(), "text"),           # a deriver, then the count
+    (f"{A}\n{HEX}\n96\n\n0\n".encode(), "registration"),   # nix-store --dump-db
+    (f"{A}\n{DIGEST.hex()}\n96\n\n0\n".encode(), "registration"),
+    (f"{A}\n".encode(), "paths"), (A.encode(), "paths"),     # one path, with or without newline
+    (f"{A}\n{B}\n".encode(), "paths"), (f"{A}\n{B}\n{A}\n".encode(), "paths"),
+    (f"\n\n{A}\n{B}\n".encode(), "paths"), (f"{A}\n\n\n".encode(), "paths"),
 ])
 def test_detect(head, kind):
     assert detect(head) == kind
+
+
+def test_sniff_reads_whole_lines_and_gives_them_back():
+    data = f"{A}\n\n1\n{B}\n{B}\n\n0\n".encode()
+    stream = io.BufferedReader(io.BytesIO(data), buffer_size=8)  # shorter than a line
+    head, kind = sniff(stream)
+    assert kind == "text" and b"".join(head) + stream.read() == data
 
 
 @pytest.mark.parametrize("head, message", [(b"", "empty input"), (b"  \n\t", "empty input"),
@@ -98,16 +113,21 @@ def test_text_graph_blank_lines_between_entries_are_skipped():
     assert [e.path for e in text(f"{A}\n\n0\n\n\n{B}\n\n0\n")] == [A, B]
 
 
-@pytest.mark.parametrize("data, where, what", [
-    (f"{A}\n", "graph.refs:end", "deriver line"),
-    (f"{A}\n\n", "graph.refs:end", "reference count"),
-    (f"{A}\n\n2\n{B}\n", "graph.refs:end", "reference"),
-    (f"{A}\n\nmany\n", "graph.refs:3", "reference count"),
-    (f"{A}\n\n-1\n", "graph.refs:3", "reference count"),
+@pytest.mark.parametrize("registration, data, where, what", [
+    (False, f"{A}\n", "graph.refs:end", "deriver line"),
+    (False, f"{A}\n\n", "graph.refs:end", "reference count"),
+    (False, f"{A}\n\n2\n{B}\n", "graph.refs:end", "reference"),
+    (False, f"{A}\n\nmany\n", "graph.refs:3", "reference count"),
+    (False, f"{A}\n\n-1\n", "graph.refs:3", "reference count"),
+    (True, f"{A}\nmd5:{'0' * 32}\n96\n\n0\n", "graph.refs:2", "NAR hash: unsupported hash algorithm"),
+    (True, f"{A}\n{HEX}\nlarge\n\n0\n", "graph.refs:3", "expected a NAR size, got 'large'"),
+    (True, f"{A}\n{HEX}\n", "graph.refs:end", "NAR size"),
+    (True, f"{A}\n{HEX}\n96\n", "graph.refs:end", "deriver line"),
+    (True, f"{A}\n{HEX}\n96\n\n1\n", "graph.refs:end", "reference"),
 ])
-def test_text_graph_errors_name_file_and_line(data, where, what):
+def test_text_graph_and_registration_errors_name_file_and_line(registration, data, where, what):
     with pytest.raises(LayerpipeError) as info:
-        text(data)
+        list(read_text(io.BytesIO(data.encode()), "graph.refs", registration))
     assert info.value.where == where and what in info.value.message
 
 
@@ -122,6 +142,22 @@ def test_text_graph_unicode_digit_count_is_a_clean_error(count):
     """str.isdigit() takes these; int() does not take all of them."""
     with pytest.raises(LayerpipeError, match="reference count"):
         text(f"{A}\n\n{count}\n{B}\n{B}\n\n0\n")
+
+
+# -- registration and path lists ----------------------------------------------
+
+def test_registration_dump_db():
+    data = f"{A}\n{DIGEST.hex()}\n96\n{A}.drv\n2\n{A}\n{B}\n{B}\n{HEX}\n120\n\n0\n"
+    entries = list(read_text(io.BytesIO(data.encode()), "dump", registration=True))
+    assert [(e.path, e.narHash, e.narSize, e.deriver) for e in entries] == [
+        (A, HEX, 96, A + ".drv"), (B, HEX, 120, None)]
+    assert entries[0].references == [(A, "dump:6"), (B, "dump:7")]
+    assert entries[1].where == "dump:8"
+
+
+def test_path_list_skips_blank_lines_and_names_lines():
+    entries = list(read_paths(io.BytesIO(f"\n{A}\n  \n{B}\n".encode()), "list"))
+    assert [(e.path, e.where, e.references) for e in entries] == [(A, "list:2", []), (B, "list:4", [])]
 
 
 # -- JSON -------------------------------------------------------------------
@@ -203,3 +239,13 @@ def test_invalid_json_names_the_input():
 def test_json_scalar_is_refused():
     with pytest.raises(LayerpipeError, match="list or object"):
         js("just a string")
+
+
+def test_closure_info_files_are_told_apart():
+    """closureInfo's two files, as its jq writes them (golden nix-closure-info)."""
+    folder = GOLDEN / "nix-closure-info"
+    assert detect((folder / "registration").read_bytes()) == "registration"
+    assert detect((folder / "store-paths").read_bytes()) == "paths"
+    paths = [e.path for e in read_paths(io.BytesIO((folder / "store-paths").read_bytes()), "store-paths")]
+    registered = read_text(io.BytesIO((folder / "registration").read_bytes()), "registration", True)
+    assert paths == [e.path for e in registered] and len(paths) == 4

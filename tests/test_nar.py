@@ -1,8 +1,10 @@
-"""nar.nar_size against the real thing: `nix-store --dump PATH | wc -c`.
+"""nar.nar_size and nar.nar_hash against the real thing: `nix-store --dump PATH`
+(its length, its sha256) and `nix-hash --type sha256 --base32 PATH`.
 
 nix-store from Debian's nix-bin dumps any directory, no store needed.  Without
 it the comparisons are skipped, unless CI is set: then they fail.
 """
+import hashlib
 import os
 import shutil
 import stat
@@ -11,9 +13,11 @@ import subprocess
 import pytest
 
 from layerpipe.errors import LayerpipeError
-from layerpipe.nar import nar_size
+from layerpipe.nar import nar_hash, nar_size
+from layerpipe.storepath import nix32_encode
 
 NIX_STORE = shutil.which("nix-store")
+NIX_HASH = shutil.which("nix-hash")
 
 
 def dumped_size(path) -> int:
@@ -143,3 +147,41 @@ def test_group_or_other_exec_bit_alone_is_not_executable(tmp_path):
     write(root / "g", b"abc", 0o654)   # rw-r-xr--: group may execute, owner not
     write(root / "o", b"abc", 0o645)   # rw-r--r-x
     assert nar_size(str(root)) == dumped_size(root)
+
+
+# -- nar_hash ------------------------------------------------------------------
+
+def dumped_hash(path) -> str:
+    dumped_size(path)  # skips (or fails under CI) without nix-store
+    proc = subprocess.run([NIX_STORE, "--dump", str(path)], capture_output=True, timeout=60)
+    return "sha256:" + hashlib.sha256(proc.stdout).hexdigest()
+
+
+def test_hash_matches_nix_store_dump(tree):
+    for sub in ("", "bin", "lib", "lib/far", "share", "share/emptydir", "share/seven"):
+        assert nar_hash(str(tree / sub)) == (dumped_hash(tree / sub), dumped_size(tree / sub)), sub
+
+
+def test_hash_matches_nix_hash_base32(tree):
+    if not NIX_HASH:
+        pytest.skip("nix-hash (nix-bin) not installed") if not os.environ.get("CI") else pytest.fail("no nix-hash")
+    printed = subprocess.run([NIX_HASH, "--type", "sha256", "--base32", str(tree)], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    digest = bytes.fromhex(nar_hash(str(tree))[0][7:])
+    assert nix32_encode(digest) == printed
+
+
+def test_hash_matches_an_independent_serialiser(tree, tmp_path):
+    """Runs without nix-store too: a file bigger than one read chunk, non-UTF-8 names."""
+    big = tree / "share" / "big"
+    write(big, bytes(range(251)) * 9000, 0o555)  # > 1 MiB, and not a multiple of 8
+    with open(os.path.join(os.fsencode(tree), b"bad\xff"), "wb") as f:
+        f.write(b"x")
+    nar = _str(b"nix-archive-1") + serialise(os.fsencode(tree))
+    assert nar_hash(str(tree)) == ("sha256:" + hashlib.sha256(nar).hexdigest(), len(nar))
+
+
+def test_hash_refuses_special_files(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(LayerpipeError, match="special file"):
+        nar_hash(str(tmp_path))

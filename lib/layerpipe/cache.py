@@ -2,8 +2,8 @@
 
 Store items are immutable, so a layer's tar and blob follow from its member
 paths and the settings: compression and level, SOURCE_DATE_EPOCH, the tar
-rules (TAR_FORMAT), the gzip block size or zstd job size, and the
-compressor's version.  The
+rules (TAR_FORMAT), the gzip block size or zstd job size, the compressor's
+version and the --relocate mappings.  The
 key is the sha256 of those, canonically serialised; the entry, a small JSON
 file `<blob dir>/index/<key>`, names the blob and its digests.  A rebuild
 whose layer members did not change reads no store file for that layer.
@@ -30,13 +30,16 @@ from .pgzip import BLOCK
 TAR_FORMAT = 1
 
 
-def layer_key(paths: list[str], compression: str, level: int, mtime: int) -> str:
+def layer_key(paths: list[str], compression: str, level: int, mtime: int,
+              relocate: list[list[str]] | None = None) -> str:
     versions = {"gzip": zlib.ZLIB_RUNTIME_VERSION, "zstd": zstandard.ZSTD_VERSION, "none": ""}
     settings = {"tar_format": TAR_FORMAT, "paths": sorted(paths), "compression": compression,
                 "level": level, "mtime": mtime, "gzip_block": BLOCK,
                 "compressor": str(versions[compression])}
     if compression == "zstd":
         settings["zstd_job"] = ZSTD_JOB
+    if relocate:  # absent otherwise, so keys made before --relocate existed stay valid
+        settings["relocate"] = relocate
     return hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

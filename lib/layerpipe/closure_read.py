@@ -5,15 +5,22 @@ whole (well-formed store paths in one store dir, every reference inside the
 closure, no conflicting duplicates, no cycles), fills in narSize from disk
 where the input lacks it, marks roots (items no other item refers to), and
 writes the header and the path records sorted by path.
+
+With --scan the references come from the items' bytes instead (scan.py): the
+only way to read a plain list of store paths.  With --roots the input names
+only the roots, and the closure is what scanning finds from them among the
+items of the store directory.
 """
+import io
 import os
 import sys
+from contextlib import closing
 from itertools import repeat
 from typing import IO
 
 import typer
 
-from . import cli, graph_formats
+from . import cli, graph_formats, scan
 from .errors import LayerpipeError, UsageError
 from .graph_formats import PathInfo
 from .nar import nar_size
@@ -24,11 +31,16 @@ from .storepath import check_store_dir, path_pattern, split_store_path
 PROG = "closure-read"
 
 
-def read_entries(stream: IO[bytes], name: str, fmt: str, attr: str | None) -> list[PathInfo]:
-    kind = fmt if fmt != "auto" else graph_formats.detect(stream.peek(4096))
-    if kind == "text":
-        return list(graph_formats.read_text(stream, name))
-    return list(graph_formats.read_json(stream.read(), name, fmt, attr))
+def read_entries(stream: IO[bytes], name: str, fmt: str, attr: str | None) -> tuple[list[PathInfo], str]:
+    """The entries of the input and the format they were read in."""
+    head, kind = graph_formats.sniff(stream)
+    kind = kind if fmt == "auto" else fmt
+    lines = [*head, *stream] if kind in graph_formats.LINE_FORMATS else []
+    if kind == "paths":
+        return list(graph_formats.read_paths(lines, name)), kind
+    if kind in ("text", "registration"):
+        return list(graph_formats.read_text(lines, name, kind == "registration")), kind
+    return list(graph_formats.read_json(b"".join(head) + stream.read(), name, fmt, attr)), kind
 
 
 def _store_dir(entries: list[PathInfo], given: str | None) -> str:
@@ -135,14 +147,71 @@ def _check_acyclic(closure: dict[str, PathInfo]) -> None:
                              closure[cyclic[0]].where)
 
 
+def scan_references(closure: dict[str, PathInfo], root: str, scanner: scan.Scanner,
+                    progress: cli.Progress) -> None:
+    """Set each entry's references to what SCANNER finds in its bytes.  Needs
+    narSize: the progress bar counts it, as more than the files' bytes."""
+    paths = sorted(closure)
+    fs_paths = [_on_disk(closure[p], root, "scanning reads every item") for p in paths]
+    total = sum(closure[p].narSize for p in paths)
+    start = progress.done
+    found = scanner.references(paths, fs_paths, progress.advance, file_bytes=total)
+    progress.advance(start + total - progress.done)
+    for path in paths:
+        closure[path].references = dict.fromkeys(sorted(found[path]), closure[path].where)
+
+
+def _hash_parts(closure: dict[str, PathInfo]) -> dict[bytes, str]:
+    parts: dict[bytes, str] = {}
+    for path, entry in closure.items():
+        part = split_store_path(path)[1].encode()
+        if part in parts:
+            raise LayerpipeError(f"{path} and {parts[part]} have the same hash part: scanning cannot tell "
+                                 "references to them apart", entry.where)
+        parts[part] = path
+    return parts
+
+
+def closure_of_roots(roots: dict[str, PathInfo], store_dir: str, root: str, jobs: int = 0,
+                     quiet: bool = False) -> dict[str, PathInfo]:
+    """The closure of ROOTS: what scanning finds, among the items of the store
+    directory, from the roots, from what they refer to, and so on."""
+    store_fs = os.path.join(root, store_dir.lstrip("/"))
+    try:
+        listing = scan.store_listing(store_fs, store_dir)
+    except OSError as exc:
+        raise LayerpipeError(f"cannot list the store directory: {exc.strerror}", store_fs) from None
+    closure, pending, expected = dict(roots), dict(roots), 0
+    progress = cli.Progress(f"{PROG}: scanning", 0, quiet)
+    with scan.Scanner(listing, jobs) as scanner, closing(progress):
+        while pending:
+            fill_nar_sizes(pending, root)
+            expected += sum(e.narSize for e in pending.values())
+            progress.total = expected  # grows as items are found
+            scan_references(pending, root, scanner, progress)
+            found = {}
+            for entry in pending.values():
+                for ref in entry.references:
+                    if ref not in closure and ref not in found:
+                        found[ref] = PathInfo(ref, {}, f"{entry.where}: {entry.path} refers to it")
+            closure.update(found)
+            pending = found
+    return closure
+
+
+
+def _on_disk(entry: PathInfo, root: str, why: str) -> str:
+    fs_path = os.path.join(root, entry.path.lstrip("/"))
+    if not os.path.lexists(fs_path):
+        raise LayerpipeError(f"{entry.path}: no such store item (looked in {root}; {why})", entry.where)
+    return fs_path
+
+
 def fill_nar_sizes(closure: dict[str, PathInfo], root: str) -> None:
     for entry in closure.values():
         if entry.narSize is None:
-            fs_path = os.path.join(root, entry.path.lstrip("/"))
-            if not os.path.lexists(fs_path):
-                raise LayerpipeError(f"{entry.path}: no such store item (looked in {root}; narSize "
-                                     "is not in the input, so it is computed from disk)", entry.where)
-            entry.narSize = nar_size(fs_path)
+            why = "narSize is not in the input, so it is computed from disk"
+            entry.narSize = nar_size(_on_disk(entry, root, why))
 
 
 def path_records(closure: dict[str, PathInfo]):
@@ -161,12 +230,27 @@ def path_records(closure: dict[str, PathInfo]):
 
 @paused_gc()
 def closure_read(stream: IO[bytes], name: str, out: IO[bytes], *, root: str = "/",
-                 fmt: str = "auto", attr: str | None = None, store_dir: str | None = None) -> None:
-    entries = read_entries(stream, name, fmt, attr)
+                 fmt: str = "auto", attr: str | None = None, store_dir: str | None = None,
+                 scan_refs: bool = False, roots: bool = False, jobs: int = 0, quiet: bool = False) -> None:
+    if roots:
+        entries, kind = list(graph_formats.read_paths(stream, name)), "paths"
+    else:
+        entries, kind = read_entries(stream, name, fmt, attr)
     if not entries:
         raise LayerpipeError("no store paths in the input", name)
     store_dir = _store_dir(entries, store_dir)
     closure = merge(entries, store_dir)
+    if roots:
+        closure = closure_of_roots(closure, store_dir, root, jobs, quiet)
+    elif scan_refs:
+        candidates = _hash_parts(closure)  # refuse twins before reading the disk
+        fill_nar_sizes(closure, root)
+        progress = cli.Progress(f"{PROG}: scanning", sum(e.narSize for e in closure.values()), quiet)
+        with scan.Scanner(candidates, jobs) as scanner, closing(progress):
+            scan_references(closure, root, scanner, progress)
+    elif kind == "paths":
+        raise LayerpipeError("a list of store paths has no references: add --scan to find them in the items "
+                             "(under --root), or give a reference graph", name)
     check_closed(closure)
     fill_nar_sizes(closure, root)
     writer = RecordWriter(out)
@@ -175,33 +259,54 @@ def closure_read(stream: IO[bytes], name: str, out: IO[bytes], *, root: str = "/
         writer.write(rec)
 
 
-app = cli.make_app("Read a closure (reference graph or Nix JSON) and write one path record per store item.")
+app = cli.make_app("Read a closure (reference graph, registration, path list or Nix JSON) "
+                   "and write one path record per store item.")
 
 
 @app.command(epilog=cli.examples(
     "closure-read graph.refs | layer-split | layer-tar | image-assemble -o app.tar",
     "nix path-info --json -r ./result | closure-read | jq -c '{path, narSize}'",
+    "guix gc -R /gnu/store/...-profile | closure-read --scan | layer-split | ...",
+    "closure-read --roots ./result > closure.ndjson",
     "closure-read --root /mnt/sysroot graph.refs > closure.ndjson",
 ))
 def main(
     input: str = typer.Argument("-", metavar="INPUT", help="Closure file; '-' reads stdin."),
-    root: str = typer.Option("/", "--root", metavar="DIR", help="Directory the store lives under (for narSize from disk)."),
-    format: str = typer.Option("auto", "--format", metavar="FORMAT", help="Input format: auto, text, json-list, json-object, structured-attrs."),
+    root: str = typer.Option("/", "--root", metavar="DIR", help="Directory the store lives under (for narSize from disk, and scanning)."),
+    format: str = typer.Option("auto", "--format", metavar="FORMAT", help="Input format: auto, text, registration, paths, json-list, json-object, structured-attrs."),
     attr: str = typer.Option(None, "--attr", metavar="NAME", help="In structured-attrs JSON: the attribute holding the graph."),
     store_dir: str = typer.Option(None, "--store-dir", metavar="DIR", help="Expected store directory (default: that of the first path)."),
+    scan_: bool = typer.Option(False, "--scan", help="Find references by scanning the items' bytes for hash parts (needed for a list of paths)."),
+    roots: bool = typer.Option(False, "--roots", help="INPUT lists roots (or is a store item, or a link to one): scan for their closure in the store directory."),
+    jobs: int = typer.Option(0, "--jobs", "-j", metavar="N", help="Processes that scan at once (default: the CPUs this process may use)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, even on a terminal."),
 ) -> None:
     """Read a closure and write path records (NDJSON) to stdout.
 
-    Formats: the references-graph text format of Guix and Nix, and the JSON of
-    `nix path-info --json -r` (list or object form) and of structured-attrs
-    exportReferencesGraph; auto-detected.
+    Formats: the references-graph text format of Guix and Nix, the
+    registration of `nix-store --dump-db` and closureInfo, a list of store
+    paths (with --scan), and the JSON of `nix path-info --json -r` (list or
+    object form) and of structured-attrs exportReferencesGraph; auto-detected.
     """
     def body():
         if format not in graph_formats.FORMATS:
             raise UsageError(f"--format must be one of {', '.join(graph_formats.FORMATS)}")
-        stream, name = cli.open_input(input)
-        closure_read(stream, name, sys.stdout.buffer, root=root, fmt=format, attr=attr, store_dir=store_dir)
+        if roots and format not in ("auto", "paths"):
+            raise UsageError("--roots reads a list of store paths: --format must be auto or paths")
+        if jobs < 0:
+            raise UsageError("--jobs must be 0 (all CPUs) or more")
+        stream, name = _roots_input(input) if roots else cli.open_input(input)
+        closure_read(stream, name, sys.stdout.buffer, root=root, fmt=format, attr=attr, store_dir=store_dir,
+                     scan_refs=scan_, roots=roots, jobs=jobs, quiet=quiet)
     cli.guard(PROG, body)
+
+
+def _roots_input(input: str) -> tuple[IO[bytes], str]:
+    """With --roots, INPUT may be the root itself: a store item or a link to
+    one, such as ./result or ~/.guix-profile."""
+    if input != "-" and (os.path.islink(input) or os.path.isdir(input)):
+        return io.BytesIO(os.fsencode(os.path.realpath(input)) + b"\n"), input
+    return cli.open_input(input)
 
 
 def run() -> None:

@@ -26,8 +26,8 @@ def parse_symlink(spec: str, profile: str | None) -> tuple[str, str]:
     return "/".join(parts), target
 
 
-def top_layer_tar(symlinks: list[tuple[str, str]], mtime: int) -> bytes:
-    """The tar of /tmp, the symlinks and the directories above them, sorted."""
+def top_entries(symlinks: list[tuple[str, str]]) -> dict[tuple[str, ...], tuple[str, object]]:
+    """/tmp, the symlinks and the directories above them: parts -> (kind, mode or target)."""
     entries: dict[tuple[str, ...], tuple[str, object]] = {("tmp",): ("dir", 0o1777)}
     for name, target in symlinks:
         parts = tuple(name.split("/"))
@@ -38,6 +38,19 @@ def top_layer_tar(symlinks: list[tuple[str, str]], mtime: int) -> bytes:
         if parts in entries:
             raise UsageError(f"--symlink /{name}: given twice or clashes with /tmp")
         entries[parts] = ("link", target)
+    return entries
+
+
+def tree_entries(entries: dict[tuple[str, ...], tuple[str, object]]) -> dict[str, tuple[str, str, int]]:
+    """ENTRIES as imagetree lists a layer: name -> (kind, link target, mode)."""
+    kinds = {"dir": lambda v: ("dir", "", v), "link": lambda v: ("link", v, 0o777),
+             "file": lambda v: ("file", "", v[1])}
+    return {"/".join(parts): kinds[kind](value) for parts, (kind, value) in entries.items()}
+
+
+def entries_tar(entries: dict[tuple[str, ...], tuple[str, object]], mtime: int) -> bytes:
+    """The tar of ENTRIES, sorted by name: directories (mode), links (target) and
+    files ((contents, mode))."""
     chunks: list[bytes] = []
     tar = TarWriter(chunks.append, mtime)
     for parts in sorted(entries, key=lambda p: tuple(os.fsencode(c) for c in p)):
@@ -45,7 +58,15 @@ def top_layer_tar(symlinks: list[tuple[str, str]], mtime: int) -> bytes:
         name = os.fsencode("/".join(parts))
         if kind == "dir":
             tar.add_dir(name, value)
-        else:
+        elif kind == "link":
             tar.add_symlink(name, os.fsencode(value))
+        else:
+            data, mode = value
+            tar.add_file(name, mode, len(data), iter([data]))
     tar.close()
     return b"".join(chunks)
+
+
+def top_layer_tar(symlinks: list[tuple[str, str]], mtime: int) -> bytes:
+    """The tar of /tmp, the symlinks and the directories above them, sorted."""
+    return entries_tar(top_entries(symlinks), mtime)

@@ -2,6 +2,11 @@
 
 - text: Guix `#:references-graphs` / Nix `exportReferencesGraph`: per item the
   lines PATH, DERIVER (may be empty), N, then N references.
+- registration: `nix-store --dump-db` and the `registration` file of nixpkgs'
+  closureInfo (what `nix-store --load-db` reads): per item PATH, NARHASH,
+  NARSIZE, DERIVER (may be empty), N, then N references.
+- paths: one store path a line (`guix gc -R`, `nix-store -qR`, closureInfo's
+  `store-paths`): no references, so closure_read scans for them.
 - json-list: `nix path-info --json -r` up to Nix 2.18: a list of objects.
 - json-object: `nix path-info --json -r` from Nix 2.19: an object keyed by path.
 - structured-attrs: `.attrs.json` of a derivation with `__structuredAttrs` and
@@ -13,14 +18,15 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 import orjson
 
 from .errors import LayerpipeError
 from .storepath import nix32_decode
 
-FORMATS = ("auto", "text", "json-list", "json-object", "structured-attrs")
+FORMATS = ("auto", "text", "registration", "paths", "json-list", "json-object", "structured-attrs")
+LINE_FORMATS = ("text", "registration", "paths")
 
 
 @dataclass
@@ -56,6 +62,8 @@ def normalise_nar_hash(value: str) -> str:
         raise ValueError(f"unsupported hash algorithm {algo!r} (only sha256)")
     if _HEX64.fullmatch(digest.lower()):
         return "sha256:" + digest.lower()
+    if len(digest) == 44:  # base64, which Nix's Hash::parseAny also reads
+        return "sha256:" + _b64(digest).hex()
     return "sha256:" + nix32_decode(digest, 32).hex()
 
 
@@ -69,36 +77,84 @@ def _b64(text: str) -> bytes:
     return raw
 
 
+def sniff(stream: IO[bytes]) -> tuple[list[bytes], str]:
+    """Read the first lines of STREAM, enough to tell its format: (lines, format)."""
+    head: list[bytes] = []
+    seen = 0
+    while seen < 3:
+        line = stream.readline()
+        if not line:
+            break
+        head.append(line)
+        if line.strip():
+            seen += 1
+        if seen and line.lstrip()[:1] in (b"[", b"{"):
+            break
+    return head, detect(b"".join(head))
+
+
 def detect(head: bytes) -> str:
-    """Which format a stream starting with HEAD is in (JSON kinds are refined later)."""
+    """Which format a stream starting with HEAD (whole lines) is in.
+
+    JSON kinds are refined later.  Of the line formats, the second line tells:
+    empty or a path followed by a count is a deriver (text), another path is
+    a list of paths, anything else is a NAR hash (registration).
+    """
     text = head.lstrip()
     if text.startswith(b"["):
         return "json-list"
     if text.startswith(b"{"):
         return "json-object"
-    if text.startswith(b"/"):
-        return "text"
     if not text:
         raise LayerpipeError("empty input: no store paths")
-    raise LayerpipeError("unrecognised input: expected a reference graph (text) or Nix JSON")
+    if not text.startswith(b"/"):
+        raise LayerpipeError("unrecognised input: expected a reference graph, a registration, "
+                             "a list of store paths or Nix JSON")
+    lines = text.split(b"\n")
+    second, third = (lines[1:3] + [None, None])[:2]
+    if not second:  # empty: no deriver; None: a single path
+        return "text" if second == b"" and third and third.strip().isdigit() else "paths"
+    if second.startswith(b"/"):
+        return "text" if third is not None and third.strip().isdigit() else "paths"
+    return "registration"
 
 
-def read_text(stream: IO[bytes], name: str) -> Iterator[PathInfo]:
-    """The references-graph text format, streamed line by line."""
-    lines = _numbered_lines(stream, name)
+def read_text(lines: Iterable[bytes], name: str, registration: bool = False) -> Iterator[PathInfo]:
+    """The references-graph text format, or with REGISTRATION the
+    `nix-store --load-db` one (NAR hash and size after the path), line by line."""
+    lines = _numbered_lines(lines, name)
     for lineno, path in lines:
         if not path:
             continue
         where = f"{name}:{lineno}"
+        nar_hash = nar_size = None
+        if registration:
+            hash_no, text = _next(lines, name, "NAR hash")
+            try:
+                nar_hash = normalise_nar_hash(text)
+            except ValueError as exc:
+                raise LayerpipeError(f"NAR hash: {exc}", f"{name}:{hash_no}") from None
+            nar_size = _number(*_next(lines, name, "NAR size"), name, "NAR size")
         deriver = _next(lines, name, "deriver line")[1]
-        count_no, count = _next(lines, name, "reference count")
-        if not (count.isascii() and count.isdigit()):
-            raise LayerpipeError(f"expected a reference count, got {count!r}", f"{name}:{count_no}")
+        count = _number(*_next(lines, name, "reference count"), name, "reference count")
         refs = []
-        for _ in range(int(count)):
+        for _ in range(count):
             ref_no, ref = _next(lines, name, "reference")
             refs.append((ref, f"{name}:{ref_no}"))
-        yield PathInfo(path, refs, where, deriver=deriver or None)
+        yield PathInfo(path, refs, where, nar_size, nar_hash, deriver or None)
+
+
+def read_paths(lines: Iterable[bytes], name: str) -> Iterator[PathInfo]:
+    """One store path a line; blank lines are skipped.  References: none known."""
+    for lineno, path in _numbered_lines(lines, name):
+        if path.strip():
+            yield PathInfo(path.strip(), [], f"{name}:{lineno}")
+
+
+def _number(lineno: int, text: str, name: str, what: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise LayerpipeError(f"expected a {what}, got {text!r}", f"{name}:{lineno}")
+    return int(text)
 
 
 def _numbered_lines(stream, name):

@@ -17,7 +17,7 @@ from typing import IO
 
 import typer
 
-from . import cli, extrafiles, imageconfig as ic
+from . import cli, extrafiles, imageconfig as ic, storedb
 from .base_image import Base, open_base
 from .blobs import MEDIA_TYPES, compress_bytes, compression_of
 from .epoch import source_date_epoch
@@ -25,6 +25,8 @@ from .errors import LayerpipeError, UsageError
 from .formats.docker_archive import add_docker_files
 from .formats.layout import Layout, write_tar
 from .formats.oci_dir import write_dir
+from .imagetree import ImageTree, Layer
+from .profile import Profile, environment, friendly_name, read_profile
 from .records import Record, RecordReader, RecordWriter, need, need_digest, need_path_list, need_size
 from .storepath import name_of
 
@@ -48,6 +50,8 @@ class Options:
     symlinks: list[str] = field(default_factory=list)
     base: str | None = None
     base_ref: str | None = None
+    store_db: str | None = None
+    root: str = "/"
 
 
 def check_layer(rec: Record) -> dict:
@@ -67,15 +71,24 @@ def check_layer(rec: Record) -> dict:
     return layer
 
 
-def collect(reader: RecordReader) -> tuple[list[dict], list[str], list[dict]]:
-    """(layers by index, root paths, records to pass through)."""
-    layers, roots, passed = [], [], []
+@dataclass
+class Input:
+    layers: list[dict]
+    roots: list[str]
+    passed: list[dict]
+    path_records: list[Record]
+
+
+def collect(reader: RecordReader) -> Input:
+    """The layers by index, root paths, path records and records to pass through."""
+    layers, roots, passed, path_records = [], [], [], []
     for rec in reader:
         if rec.type == "layer":
             if "digest" not in rec.data:
                 raise LayerpipeError("layer record has no digest: run layer-tar before image-assemble", rec.where)
             layers.append(check_layer(rec))
         elif rec.type == "path":
+            path_records.append(rec)
             if need(rec, "root", bool, optional=True, default=False):
                 roots.append(need(rec, "path", str))
         else:
@@ -85,14 +98,16 @@ def collect(reader: RecordReader) -> tuple[list[dict], list[str], list[dict]]:
     layers.sort(key=lambda layer: layer["index"])
     if [layer["index"] for layer in layers] != list(range(len(layers))):
         raise LayerpipeError("layer indexes must run 0, 1, 2, ... without gaps or repeats", reader.name)
-    return layers, sorted(roots), passed
+    return Input(layers, sorted(roots), passed, path_records)
 
 
 def _profile(roots: list[str]) -> str | None:
     return roots[0] if len(roots) == 1 else None
 
 
-def resolve_entrypoint(opts: Options, roots: list[str]) -> list[str] | None:
+def resolve_entrypoint(opts: Options, roots: list[str], tree: ImageTree | None = None) -> list[str] | None:
+    """The Entrypoint: --entrypoint (in the root profile unless absolute) and its
+    arguments; with TREE, refused unless it leads to an executable file in the image."""
     if not opts.entrypoint:
         if opts.entrypoint_args:
             raise UsageError("--entrypoint-arg needs --entrypoint")
@@ -104,7 +119,34 @@ def resolve_entrypoint(opts: Options, roots: list[str]) -> list[str] | None:
             raise UsageError(f"--entrypoint {target}: a relative entry point needs exactly one root "
                              f"in the closure (found {len(roots)}); give an absolute path")
         target = f"{profile}/{target}"
+    if tree is not None:
+        found = tree.resolve(target)
+        if found is None or found[1][0] != "file":
+            what = "is not in the image" if found is None else "is a directory"
+            raise UsageError(f"--entrypoint {opts.entrypoint}: {target} {what}")
+        if not found[1][2] & 0o111:
+            raise UsageError(f"--entrypoint {opts.entrypoint}: /{found[0]} is not executable")
     return [target, *opts.entrypoint_args]
+
+
+def image_tree(layers: list[dict], base: Base | None, top: dict) -> ImageTree:
+    """The image's files, read from the blobs only when a lookup needs them."""
+    tree_layers = [Layer(lambda f=l["file"]: base.source.open(f), None, f"base layer {i}")
+                   for i, l in enumerate(base.layers if base else [])]
+    tree_layers += [Layer(lambda b=l["blob"]: open(b, "rb"), l["paths"], l["blob"]) for l in layers]
+    return ImageTree(tree_layers, extrafiles.tree_entries(top))
+
+
+def root_profile(tree: ImageTree, roots: list[str]) -> Profile | None:
+    """The one root's profile manifest, if it has one; a manifest that cannot
+    be read is reported and left aside."""
+    if len(roots) != 1:
+        return None
+    try:
+        return read_profile(tree, roots[0])
+    except LayerpipeError as exc:
+        sys.stderr.write(f"{PROG}: warning: {exc}; the profile's names and search paths are not used\n")
+        return None
 
 
 def default_tag(roots: list[str]) -> str:
@@ -115,11 +157,10 @@ def default_tag(roots: list[str]) -> str:
     return ic.canonical_tag("-".join(names)[:40] + ":latest")
 
 
-def _history(layers: list[dict], created: str, top_comment: str) -> list[dict]:
+def _history(layers: list[dict], created: str, extra: list[tuple[str, str]]) -> list[dict]:
     history = [{"created": created, "created_by": "layerpipe layer-tar",
                 "comment": "store items: " + " ".join(layer["paths"])} for layer in layers]
-    history.append({"created": created, "created_by": "layerpipe image-assemble", "comment": top_comment})
-    return history
+    return history + [{"created": created, "created_by": by, "comment": comment} for by, comment in extra]
 
 
 def check_options(layers: list[dict], opts: Options) -> None:
@@ -127,35 +168,56 @@ def check_options(layers: list[dict], opts: Options) -> None:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
     if opts.base_ref is not None and opts.base is None:
         raise UsageError("--base-ref needs --base")
+    if opts.store_db not in (None, *storedb.SCHEMAS):
+        raise UsageError(f"--store-db must be one of {', '.join(storedb.SCHEMAS)}")
     check_layers(layers, [], opts)
 
 
 def check_layers(layers: list[dict], base_layers: list[dict], opts: Options) -> None:
     """The layer budget, and what a Docker archive can carry."""
-    if len(base_layers) + len(layers) + 1 > MAX_LAYERS:
+    if len(base_layers) + len(layers) + 1 + bool(opts.store_db) > MAX_LAYERS:
         counts = f"{len(base_layers)} base layers, " if base_layers else ""
-        raise LayerpipeError(f"{counts}{len(layers)} store layers and the top layer exceed {MAX_LAYERS} layers")
+        db = ", the store database layer" if opts.store_db else ""
+        raise LayerpipeError(f"{counts}{len(layers)} store layers{db} and the top layer exceed {MAX_LAYERS} layers")
     if opts.format == "docker-archive" and any(l["mediaType"] not in DOCKER_MEDIA_TYPES for l in base_layers + layers):
         raise UsageError("docker-archive cannot carry zstd layers; use --format oci or oci-archive")
 
 
-def add_top_layer(layout: Layout, layers: list[dict], symlinks: list, epoch: int) -> dict:
-    """The top layer's descriptor (with its diff_id), compressed as the store layers are."""
+def add_extra_layer(layout: Layout, layers: list[dict], entries: dict, epoch: int) -> dict:
+    """The descriptor (with its diff_id) of a layer of ENTRIES (extrafiles),
+    compressed as the store layers are."""
     media = {l["mediaType"] for l in layers}
     media_type = media.pop() if len(media) == 1 else MEDIA_TYPES["gzip"]
-    tar = extrafiles.top_layer_tar(symlinks, epoch)
+    tar = extrafiles.entries_tar(entries, epoch)
     blob = layout.add_blob_data(compress_bytes(tar, compression_of(media_type)))
     return {**ic.descriptor(media_type, blob.digest, blob.size),
             "diff_id": "sha256:" + hashlib.sha256(tar).hexdigest()}
 
 
-def build_layout(layers: list[dict], roots: list[str], opts: Options, base: Base | None = None) -> tuple[Layout, dict]:
+def store_db_layer(layout: Layout, given: Input, opts: Options, epoch: int) -> tuple[dict, tuple[str, str]]:
+    """The store database layer's descriptor and history entry."""
+    members = {p for l in given.layers for p in l["paths"]}
+    items = storedb.items_from(given.path_records, members, opts.root)
+    entries = storedb.layer_entries(opts.store_db, items, given.roots, epoch)
+    desc = add_extra_layer(layout, given.layers, entries, epoch)
+    return desc, (f"layerpipe image-assemble --store-db {opts.store_db}",
+                  f"store database: /{storedb.DB_FILES[opts.store_db]} ({len(items)} store items)")
+
+
+def build_layout(given: Input, opts: Options, base: Base | None = None) -> tuple[Layout, dict]:
+    layers, roots = given.layers, given.roots
     base_layers = base.layers if base else []
     check_layers(layers, base_layers, opts)
     epoch = source_date_epoch()
     created = ic.rfc3339(epoch)
-    tags = list(dict.fromkeys(ic.canonical_tag(t) for t in opts.tags)) or [default_tag(roots)]
     symlinks = [extrafiles.parse_symlink(s, _profile(roots)) for s in opts.symlinks]
+    top = extrafiles.top_entries(symlinks)
+    tree = image_tree(layers, base, top)
+    found = root_profile(tree, roots)
+    tags = list(dict.fromkeys(ic.canonical_tag(t) for t in opts.tags)) or [
+        ic.canonical_tag(friendly_name(found.names) + ":latest") if found and found.names else default_tag(roots)]
+    env = ic.merge_env(environment(found, tree, roots[0]) if found else [],
+                       [f"{k}={v}" for k, v in ic.split_pairs(opts.env, "--env")])
     layout = Layout()
     for l in base_layers:
         layout.add_blob_from(l["digest"], l["size"], base.source, l["file"])
@@ -163,13 +225,18 @@ def build_layout(layers: list[dict], roots: list[str], opts: Options, base: Base
         layout.add_blob_file(l["digest"], l["size"], l["blob"])
     descs = [{**ic.descriptor(l["mediaType"], l["digest"], l["size"]), "diff_id": l["diff_id"]}
              for l in base_layers + layers]
-    descs.append(add_top_layer(layout, layers, symlinks, epoch))
-    top_comment = "files outside the store: /tmp" + "".join(f", /{n}" for n, _ in symlinks)
+    extra = []
+    if opts.store_db:
+        desc, entry = store_db_layer(layout, given, opts, epoch)
+        descs.append(desc)
+        extra.append(entry)
+    descs.append(add_extra_layer(layout, layers, top, epoch))
+    extra.append(("layerpipe image-assemble",
+                  "files outside the store: /tmp" + "".join(f", /{n}" for n, _ in symlinks)))
     config = ic.image_config(
         arch=ic.architecture(opts.arch), created=created, diff_ids=[d["diff_id"] for d in descs],
-        history=(base.history if base else []) + _history(layers, created, top_comment),
-        env=[f"{k}={v}" for k, v in ic.split_pairs(opts.env, "--env")],
-        entrypoint=resolve_entrypoint(opts, roots), cmd=opts.cmd, workdir=opts.workdir,
+        history=(base.history if base else []) + _history(layers, created, extra),
+        env=env, entrypoint=resolve_entrypoint(opts, roots, tree), cmd=opts.cmd, workdir=opts.workdir,
         labels=dict(ic.split_pairs(opts.labels, "--label")),
         base=base.runtime if base else None, variant=base.variant if base else None)
     config_blob = layout.add_blob_data(ic.canonical_json(config))
@@ -198,15 +265,15 @@ def _base_annotations(base: Base | None) -> dict:
 
 
 def image_assemble(reader: RecordReader, output: str, opts: Options, out: IO[bytes]) -> None:
-    layers, roots, passed = collect(reader)
-    check_options(layers, opts)
+    given = collect(reader)
+    check_options(given.layers, opts)
     if opts.format == "oci" and output == "-":
         raise UsageError("--format oci writes a directory: give -o DIR")
     with contextlib.ExitStack() as stack:
         base = None
         if opts.base is not None:
             base = stack.enter_context(open_base(opts.base, opts.base_ref, ic.architecture(opts.arch)))
-        layout, image = build_layout(layers, roots, opts, base)
+        layout, image = build_layout(given, opts, base)
         if opts.format == "oci":
             write_dir(layout, output)
         else:
@@ -216,7 +283,7 @@ def image_assemble(reader: RecordReader, output: str, opts: Options, out: IO[byt
         return
     writer = RecordWriter(out)
     writer.write(reader.header.with_stage(PROG))
-    for data in passed:
+    for data in given.passed:
         writer.write(data)
     writer.write({**image, "output": os.path.abspath(output)})
 
@@ -229,22 +296,25 @@ app = cli.make_app("Assemble tarred layers into an image: Docker archive, OCI la
     "... | layer-tar | image-assemble --symlink /bin=bin -o - | docker load",
     "... | layer-tar --compress zstd | image-assemble --format oci --tag app:1 -o ./images",
     "... | layer-tar | image-assemble --base debian.tar --entrypoint bin/app -o app.tar",
+    "... | layer-tar | image-assemble --store-db nix --entrypoint bin/hello -o hello.tar",
 ))
 def main(
     input: str = typer.Argument("-", metavar="INPUT", help="Records from layer-tar; '-' reads stdin."),
     output: str = typer.Option("-", "--output", "-o", metavar="PATH", help="Image file or directory; '-' streams an archive to stdout."),
     format: str = typer.Option("docker-archive", "--format", "-f", metavar="FORMAT", help="docker-archive (also an OCI layout tar), oci (a directory) or oci-archive."),
-    tag: list[str] = typer.Option([], "--tag", "-t", metavar="NAME[:TAG]", help="NAME[:TAG], repeatable (default: the roots' names, :latest)."),
+    tag: list[str] = typer.Option([], "--tag", "-t", metavar="NAME[:TAG]", help="NAME[:TAG], repeatable (default: the root profile's package names, else the roots' names; :latest)."),
     entrypoint: str = typer.Option(None, "--entrypoint", metavar="PATH", help="Program to run; relative to the root profile unless absolute."),
     entrypoint_arg: list[str] = typer.Option([], "--entrypoint-arg", "-A", metavar="ARG", help="Argument appended to the entry point, repeatable."),
     cmd: list[str] = typer.Option([], "--cmd", metavar="ARG", help="Default arguments (Cmd), one per use, repeatable."),
-    env: list[str] = typer.Option([], "--env", "-e", metavar="KEY=VALUE", help="KEY=VALUE in the environment, repeatable."),
+    env: list[str] = typer.Option([], "--env", "-e", metavar="KEY=VALUE", help="KEY=VALUE in the environment, repeatable; replaces what the root profile sets."),
     workdir: str = typer.Option(None, "--workdir", "-w", metavar="DIR", help="Working directory of the container."),
     label: list[str] = typer.Option([], "--label", "-l", metavar="KEY=VALUE", help="KEY=VALUE label, repeatable."),
     arch: str = typer.Option(None, "--arch", metavar="ARCH", help="Architecture: amd64, arm64, ... or a system such as x86_64-linux (default: this machine's)."),
     symlink: list[str] = typer.Option([], "--symlink", "-S", metavar="/SOURCE=TARGET", help="/SOURCE=TARGET link in the top layer; a relative TARGET is in the root profile."),
     base: str = typer.Option(None, "--base", "-b", metavar="IMAGE", help="Build on this image (Docker archive, OCI layout directory or tar): its layers first, its config inherited."),
     base_ref: str = typer.Option(None, "--base-ref", metavar="NAME", help="Which image of --base, by name, when it holds several."),
+    store_db: str = typer.Option(None, "--store-db", metavar="guix|nix", help="Add a layer with the store database registering every store item (Guix's /var/guix/db or Nix's /nix/var/nix/db)."),
+    root: str = typer.Option("/", "--root", metavar="DIR", help="Directory the store lives under, to compute the narHash a path record lacks (--store-db)."),
 ) -> None:
     """Write the image from layer records (NDJSON on stdin) and print an image record.
 
@@ -255,7 +325,7 @@ def main(
     """
     opts = Options(format=format, tags=tag, entrypoint=entrypoint, entrypoint_args=entrypoint_arg,
                    cmd=cmd, env=env, workdir=workdir, labels=label, arch=arch, symlinks=symlink,
-                   base=base, base_ref=base_ref)
+                   base=base, base_ref=base_ref, store_db=store_db, root=root)
 
     def body():
         stream, name = cli.open_input(input)

@@ -21,6 +21,7 @@ from .cache import Cache, layer_key
 from .epoch import source_date_epoch
 from .errors import LayerpipeError, UsageError
 from .records import Record, RecordReader, RecordWriter, need, need_path_list
+from .relocate import Relocation
 from .tarwriter import TarWriter, add_tree, parent_dirs
 
 PROG = "layer-tar"
@@ -41,12 +42,13 @@ def check_layer(rec: Record, root: str) -> list[str]:
 
 class LayerBuilder:
     def __init__(self, root: str, blob_dir: str, compression: str, level: int | None,
-                 pool: ThreadPoolExecutor, verify: bool = False):
+                 pool: ThreadPoolExecutor, verify: bool = False, relocation: Relocation = Relocation([])):
         self.root, self.blob_dir = root, blob_dir
         self.compression, self.level = compression, check_level(compression, level)
         self.mtime = source_date_epoch()
         self.progress = cli.Progress(PROG, 0, quiet=True)   # layer_tar sets it once it knows what to build
         self.pool, self.verify = pool, verify
+        self.relocation = relocation
         self.cache = Cache(blob_dir)
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -57,7 +59,7 @@ class LayerBuilder:
 
     def lookup(self, paths: list[str]) -> tuple[str, BlobInfo | None]:
         """The layer's cache key and entry: no store file is read."""
-        key = layer_key(paths, self.compression, self.level, self.mtime)
+        key = layer_key(paths, self.compression, self.level, self.mtime, self.relocation.key())
         return key, self.cache.lookup(key)
 
     def build(self, rec: Record, paths: list[str], key: str, cached: BlobInfo | None, threads: int) -> dict:
@@ -74,12 +76,13 @@ class LayerBuilder:
         blob = BlobWriter(self.blob_dir, self.compression, self.level, threads, self.pool)
         try:
             tar = TarWriter(blob.write, self.mtime)
-            dirs = sorted({d for p in paths for d in parent_dirs(p)})
+            names = {p: self.relocation.apply(p) for p in paths}  # member names (--relocate)
+            dirs = sorted({d for p in paths for d in parent_dirs(names[p])})
             for d in dirs:
                 tar.add_dir(d, 0o755)
-            for path in paths:
+            for path in sorted(paths, key=names.get):
                 add_tree(tar, os.fsencode(os.path.join(self.root, path.lstrip("/"))),
-                         os.fsencode(path.lstrip("/")), self._count, self.stop.is_set)
+                         os.fsencode(names[path].lstrip("/")), self._count, self.stop.is_set)
             tar.close()
             return blob.finish()
         except BaseException:
@@ -112,16 +115,18 @@ def _layer_size(paths: list[str], nar_sizes: dict, root: str) -> int:
 
 def layer_tar(reader: RecordReader, out: IO[bytes], *, root: str, blob_dir: str,
               compression: str, level: int | None, jobs: int, quiet: bool = False,
-              verify: bool = False) -> None:
+              verify: bool = False, relocate: list[str] = ()) -> None:
     check_level(compression, level)
+    relocation = Relocation.parse(list(relocate))
     records = list(reader)
     layers = {i: check_layer(r, root) for i, r in enumerate(records) if r.type == "layer"}
     if not layers:
         raise LayerpipeError("no layer records in the input: nothing to tar", reader.name)
+    relocation.check(p for paths in layers.values() for p in paths)
     cpus = available_cpus()
     with ThreadPoolExecutor(max_workers=cpus) as compressors, ThreadPoolExecutor(max_workers=jobs) as pool:
         # The cache first, so that the compression threads go to the layers to build.
-        builder = LayerBuilder(root, blob_dir, compression, level, compressors, verify)
+        builder = LayerBuilder(root, blob_dir, compression, level, compressors, verify, relocation)
         found = {i: builder.lookup(p) for i, p in layers.items()}
         done = {i: _described(records[i], cached) for i, (_, cached) in found.items() if cached and not verify}
         todo = {i: p for i, p in layers.items() if i not in done}
@@ -161,6 +166,7 @@ app = cli.make_app("Write each layer as a deterministic, compressed tar blob and
     "closure-read graph.refs | layer-split | layer-tar | image-assemble -o app.tar",
     "... | layer-tar --compress zstd --level 19 --blob-dir ./blobs | jq -c '{index, digest, size}'",
     "... | layer-tar --root /mnt/sysroot | image-assemble --format oci -o ./image",
+    "... | layer-tar --relocate /gnu/store=/opt/store | image-assemble -o app.tar",
 ))
 def main(
     input: str = typer.Argument("-", metavar="INPUT", help="Records from layer-split; '-' reads stdin."),
@@ -172,6 +178,7 @@ def main(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, even on a terminal."),
     verify: bool = typer.Option(False, "--verify", help="Rebuild every layer, even those the cache holds, and replace cache entries that differ."),
     prune: float = typer.Option(None, "--prune", metavar="DAYS", help="Instead of tarring: remove cache entries unused for DAYS days and the blobs only they named."),
+    relocate: list[str] = typer.Option([], "--relocate", metavar="FROM=TO", help="Write store items under FROM at TO instead (member names only, not link targets); repeatable."),
 ) -> None:
     """Tar, hash and compress each layer record's store items (NDJSON in and out).
 
@@ -191,7 +198,7 @@ def main(
         stream, name = cli.open_input(input)
         layer_tar(RecordReader(stream, name), sys.stdout.buffer, root=root,
                   blob_dir=blob_dir or default_blob_dir(), compression=compress, level=level,
-                  jobs=jobs or available_cpus(), quiet=quiet, verify=verify)
+                  jobs=jobs or available_cpus(), quiet=quiet, verify=verify, relocate=relocate)
     cli.guard(PROG, body)
 
 
