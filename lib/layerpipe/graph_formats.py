@@ -18,6 +18,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from itertools import repeat
 from typing import IO, Iterable, Iterator
 
 import orjson
@@ -214,7 +215,7 @@ def _entry(path, entry, where) -> PathInfo:
     if entry.get("valid") is False:
         raise LayerpipeError(f"{path}: not a valid store path in the store that printed it", where)
     refs = entry.get("references", [])
-    if not isinstance(path, str) or not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+    if not isinstance(path, str) or not isinstance(refs, list) or not all(map(isinstance, refs, repeat(str))):
         raise LayerpipeError("needs 'path' (string) and 'references' (list of strings)", where)
     size = entry.get("narSize")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
@@ -226,4 +227,4 @@ def _entry(path, entry, where) -> PathInfo:
         except ValueError as exc:
             raise LayerpipeError(f"narHash: {exc}", where) from None
     deriver = entry.get("deriver") if isinstance(entry.get("deriver"), str) else None
-    return PathInfo(path, [(r, where) for r in refs], where, size, nar_hash, deriver)
+    return PathInfo(path, list(zip(refs, repeat(where))), where, size, nar_hash, deriver)
