@@ -199,3 +199,16 @@ def test_paused_gc_restores_the_collector():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_numbered_references_give_the_same_index(seed):
+    """closure_from_records hands index_closure its references as numbers;
+    the index is the one built from the path strings."""
+    refs = random_dag(400, seed)
+    built = closure_from_records(path_records(refs))
+    plain = Closure(dict(built.references), dict(built.nar_size), list(built.roots))
+    assert built.numbered is not None and plain.numbered is None
+    fast, slow = index_closure(built), index_closure(plain)
+    assert fast.children == slow.children and fast.parents == slow.parents
+    assert fast.leaves_first == slow.leaves_first and fast.paths == slow.paths

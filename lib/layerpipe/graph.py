@@ -13,6 +13,10 @@ class Closure:
     references: dict[str, list[str]] = field(default_factory=dict)
     nar_size: dict[str, int] = field(default_factory=dict)
     roots: list[str] = field(default_factory=list)
+    # Set by closure_from_records, which maps every reference anyway: each
+    # path's references (of `paths`, by index) without itself, sorted.
+    # strategies.common.index_closure takes it instead of mapping them again.
+    numbered: list[list[int]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def paths(self) -> list[str]:
@@ -36,7 +40,7 @@ def closure_from_records(records: list[Record]) -> Closure:
     counting referrers) is done by C loops: map, set, sorted, Counter."""
     closure = Closure()
     references, nar_size = closure.references, closure.nar_size
-    marked, where = [], {}
+    marked, where, selfish = [], {}, []
     for rec in records:
         path = need_store_path(rec, need(rec, "path", str), "path")
         if path in references:
@@ -47,18 +51,29 @@ def closure_from_records(records: list[Record]) -> Closure:
             refs = need(rec, "references", list, optional=True, default=[])
             if refs:
                 raise LayerpipeError("path record field 'references' must be a list of strings", rec.where)
-        references[path] = sorted(set(refs))
+        unique = set(refs)
+        references[path] = sorted(unique)
+        if path in unique:
+            selfish.append(path)
         size = need_size(rec, "narSize", optional=True)
         nar_size[path] = size if size is not None else 0
         if rec.data.get("root") is not None and need(rec, "root", bool, optional=True, default=False):
             marked.append(path)
-    if not set().union(*references.values()) <= references.keys():
-        _stray_reference(references, where)
+    paths = sorted(references)
+    number = dict(zip(paths, range(len(paths))))
+    try:  # sorted paths, sorted references: the indexes come out sorted
+        numbered = [list(map(number.__getitem__, references[path])) for path in paths]
+    except KeyError:
+        _stray_reference(references, where)   # raises
+        raise
+    for path in selfish:
+        numbered[number[path]].remove(number[path])
+    closure.numbered = numbered
     if marked:
         closure.roots = sorted(marked)
     else:
-        referenced = referred_to(references)
-        closure.roots = [p for p in closure.paths if p not in referenced]
+        referenced = set().union(*numbered)
+        closure.roots = [path for node, path in enumerate(paths) if node not in referenced]
     return closure
 
 

@@ -34,8 +34,10 @@ class Indexed:
 def index_closure(closure: Closure) -> Indexed:
     """Index CLOSURE; raise LayerpipeError if its references form a cycle."""
     paths = closure.paths
-    number = {path: i for i, path in enumerate(paths)}
-    children = [_kids(map(number.__getitem__, closure.references[p]), node) for node, p in enumerate(paths)]
+    children = closure.numbered
+    if children is None or len(children) != len(paths):
+        number = {path: i for i, path in enumerate(paths)}
+        children = [_kids(map(number.__getitem__, closure.references[p]), node) for node, p in enumerate(paths)]
     parents: list[list[int]] = [[] for _ in paths]
     for node, kids in enumerate(children):
         for kid in kids:
