@@ -12,7 +12,8 @@ Files are read in CHUNK-sized pieces, each overlapping the one before by 31
 bytes so that a hash split across two reads is still found; pieces are
 scanned by a pool of processes (CPython's bytes methods hold the GIL, so
 threads would not use a second core).  Memory stays bounded: about two
-pieces per worker, plus a window of pieces waiting to be scanned.
+pieces per worker, a window of batches waiting for them, and the names of
+the one item being walked.
 """
 import multiprocessing
 import os
@@ -44,7 +45,7 @@ def hashes_in(data: bytes, candidates) -> set[bytes]:
     found = set()
     start = marks.find(_RUN)
     while start >= 0:
-        end = marks.find(b"\0", start)
+        end = marks.find(b"\0", start + HASH_LEN)
         end = len(data) if end < 0 else end
         for i in range(start, end - HASH_LEN + 1):
             part = data[i:i + HASH_LEN]
@@ -130,14 +131,18 @@ class Scanner:
         it refers to.  ADVANCE gets the bytes read; FILE_BYTES, when known,
         lets a small scan skip the worker processes."""
         found: list[set[bytes]] = [set() for _ in items]
-        strings: list[list[bytes]] = [[] for _ in items]
-        batches = _batches(p for i, fs in enumerate(fs_paths) for p in walk_item(i, fs, strings[i]))
+
+        def pieces() -> Iterator[Piece]:
+            for i, fs_path in enumerate(fs_paths):
+                strings: list[bytes] = []
+                yield from walk_item(i, fs_path, strings)
+                # Names and link targets are short: search them here, item by item.
+                found[i] |= hashes_in(b"/".join(strings), self.hashes)
+
         if self.jobs == 1 or (self._pool is None and file_bytes is not None and file_bytes < INLINE_BYTES):
-            self._inline(batches, found, advance)
+            self._inline(_batches(pieces()), found, advance)
         else:
-            self._in_pool(batches, found, advance)
-        for i, names in enumerate(strings):
-            found[i] |= hashes_in(b"/".join(names), self.hashes)
+            self._in_pool(_batches(pieces()), found, advance)
         return {item: {self.candidates[h] for h in hits} for item, hits in zip(items, found)}
 
     def _inline(self, batches, found, advance) -> None:
