@@ -234,3 +234,41 @@ def test_roots_progress_grows_with_the_closure(tmp_path):
                             f"{A}\n".encode())
     assert status == 0 and shown.count("\n") == 1 and shown.rstrip().endswith("64 MiB")
     assert " 100% " in shown.split("\r")[-2]
+
+
+# -- against a naive search -----------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from layerpipe.storepath import NIX32_ALPHABET  # noqa: E402
+
+
+def naive(data: bytes, candidates) -> set[bytes]:
+    return {data[i:i + 32] for i in range(len(data) - 31)} & set(candidates)
+
+
+# Mostly nix-base32 characters, so that long runs and near-misses are common.
+_bytes = st.lists(st.sampled_from(list(NIX32_ALPHABET.encode()) * 4 + [0, 45, 47, 255]), max_size=300).map(bytes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(st.one_of(_bytes, st.sampled_from([part(A), part(B), part(C)])), max_size=8))
+def test_hashes_in_agrees_with_a_naive_search(chunks):
+    data = b"".join(chunks)
+    assert scan.hashes_in(data, CANDIDATES) == naive(data, CANDIDATES)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.lists(st.sampled_from([b".", b"x", part(A), part(B)[:20], part(C), b"\n"]), max_size=60).map(b"".join),
+       chunk=st.integers(1, 80))
+def test_pieces_find_what_the_whole_file_holds(tmp_path_factory, data, chunk):
+    folder = tmp_path_factory.mktemp("pieces")
+    path = folder / "f"
+    path.write_bytes(data)
+    saved = scan.CHUNK
+    scan.CHUNK = chunk
+    try:
+        found = scan.scan_references([A], [str(path)], CANDIDATES, jobs=1)
+    finally:
+        scan.CHUNK = saved
+    assert found == {A: {CANDIDATES[h] for h in naive(data, CANDIDATES)}}
