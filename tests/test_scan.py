@@ -272,3 +272,17 @@ def test_pieces_find_what_the_whole_file_holds(tmp_path_factory, data, chunk):
     finally:
         scan.CHUNK = saved
     assert found == {A: {CANDIDATES[h] for h in naive(data, CANDIDATES)}}
+
+
+def test_roots_from_a_link_into_a_store_item(items, tmp_path):
+    link = tmp_path / "hello"
+    link.symlink_to(f"{B}/lib/c")  # as $(which hello) points into a profile, then an item
+    out = run_stage("closure-read", "--root", str(tmp_path), "--roots", str(link)).stdout
+    assert [json.loads(line)["path"] for line in out.splitlines()[1:]] == sorted([B, C])
+
+
+def test_roots_from_a_directory_outside_the_store(tmp_path):
+    proc = run_stage("closure-read", "--roots", str(tmp_path), check=False)
+    assert proc.returncode == 1 and proc.stderr.decode() == (
+        f"closure-read: {tmp_path}: {os.path.realpath(tmp_path)} is not in a store item (with --roots, INPUT is "
+        "a store item, a link to one, or a file listing store paths)\n")

@@ -284,11 +284,20 @@ def main(
 
 
 def _roots_input(input: str) -> tuple[IO[bytes], str]:
-    """With --roots, INPUT may be the root itself: a store item or a link to
-    one, such as ./result or ~/.guix-profile."""
-    if input != "-" and (os.path.islink(input) or os.path.isdir(input)):
-        return io.BytesIO(os.fsencode(os.path.realpath(input)) + b"\n"), input
-    return cli.open_input(input)
+    """With --roots, INPUT may be the root itself: a store item, a link to one
+    (./result, ~/.guix-profile) or to something in one ($(which guile))."""
+    if input == "-" or not (os.path.islink(input) or os.path.isdir(input)):
+        return cli.open_input(input)
+    real = os.path.realpath(input)
+    parts = real.split("/")
+    for end in range(3, len(parts) + 1):  # the shortest prefix that is a store path
+        try:
+            split_store_path("/".join(parts[:end]))
+        except LayerpipeError:
+            continue
+        return io.BytesIO(os.fsencode("/".join(parts[:end])) + b"\n"), input
+    raise LayerpipeError(f"{real} is not in a store item (with --roots, INPUT is a store item, a link to "
+                         "one, or a file listing store paths)", input)
 
 
 def run() -> None:
