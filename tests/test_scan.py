@@ -12,6 +12,7 @@ import pytest
 from conftest import BIN, run_stage
 from layerpipe import scan
 from layerpipe.errors import LayerpipeError
+from layerpipe.nar import nar_size
 from layerpipe.storepath import make_store_path, split_store_path
 
 STORE = "/gnu/store"
@@ -85,8 +86,13 @@ EXPECTED = {A: {A, B}, B: {C}, C: set()}
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_contents_names_and_symlink_targets(items, jobs):
-    assert _scan(items, jobs=jobs) == EXPECTED
+@pytest.mark.parametrize("whole", [False, True], ids=["walked-here", "walked-by-workers"])
+def test_contents_names_and_symlink_targets(items, jobs, whole, monkeypatch):
+    """Items walked by this process and read in pieces, or (their NAR sizes
+    known and small) each walked and read by a worker; in the pool too."""
+    monkeypatch.setattr(scan, "INLINE_BYTES", 0)
+    sizes = [nar_size(items[p]) for p in sorted(items)] if whole else None
+    assert _scan(items, jobs=jobs, sizes=sizes) == EXPECTED
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 31, 32, 33, 4096])

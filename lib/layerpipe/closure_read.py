@@ -136,10 +136,10 @@ def scan_references(closure: dict[str, PathInfo], root: str, scanner: scan.Scann
     narSize: the progress bar counts it, as more than the files' bytes."""
     paths = sorted(closure)
     fs_paths = [_on_disk(closure[p], root, "scanning reads every item") for p in paths]
-    total = sum(closure[p].narSize for p in paths)
+    sizes = [closure[p].narSize for p in paths]
     start = progress.done
-    found = scanner.references(paths, fs_paths, progress.advance, file_bytes=total)
-    progress.advance(start + total - progress.done)
+    found = scanner.references(paths, fs_paths, progress.advance, sizes)
+    progress.advance(start + sum(sizes) - progress.done)
     for path in paths:
         closure[path].references = dict.fromkeys(sorted(found[path]), closure[path].where)
 

@@ -36,7 +36,8 @@ _RUN = b"\x01" * HASH_LEN
 
 _candidates: frozenset = frozenset()  # a worker's hash parts to look for
 
-Piece = tuple[int, str, int, int]   # (item number, file, start, end)
+# (item number, file, start, end); start -1: the whole item at that path, end its NAR size.
+Piece = tuple[int, str, int, int]
 
 
 def hashes_in(data: bytes, candidates) -> set[bytes]:
@@ -55,21 +56,33 @@ def hashes_in(data: bytes, candidates) -> set[bytes]:
     return found
 
 
-def _scan_pieces(pieces: list[Piece]) -> tuple[list[tuple[int, set[bytes]]], int]:
-    """Scan file pieces; ([(item, hashes found)], bytes read)."""
+def _scan_jobs(jobs: list[Piece]) -> tuple[list[tuple[int, set[bytes]]], int]:
+    """Scan file pieces and whole items; ([(item, hashes found)], bytes read)."""
     found, done = [], 0
-    for item, path, start, end in pieces:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        try:
-            begin = max(0, start - OVERLAP)
-            data = os.pread(fd, end - begin, begin)
-        finally:
-            os.close(fd)
-        done += end - start
-        hits = hashes_in(data, _candidates)
+    for item, path, start, end in jobs:
+        if start < 0:  # a whole small item, walked here rather than in the parent
+            strings: list[bytes] = []
+            hits = set()
+            for piece in walk_item(item, path, strings):
+                hits |= _search_piece(*piece[1:])
+                done += piece[3] - piece[2]
+            hits |= hashes_in(b"/".join(strings), _candidates)
+        else:
+            hits = _search_piece(path, start, end)
+            done += end - start
         if hits:
             found.append((item, hits))
     return found, done
+
+
+def _search_piece(path: str, start: int, end: int) -> set[bytes]:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        begin = max(0, start - OVERLAP)
+        data = os.pread(fd, end - begin, begin)
+    finally:
+        os.close(fd)
+    return hashes_in(data, _candidates)
 
 
 def _init_worker(candidates: frozenset) -> None:
@@ -106,7 +119,7 @@ def _batches(pieces: Iterable[Piece]) -> Iterator[list[Piece]]:
     batch, size = [], 0
     for piece in pieces:
         batch.append(piece)
-        size += piece[3] - piece[2]
+        size += piece[3] - max(piece[2], 0)
         if size >= CHUNK or len(batch) >= BATCH_FILES:
             yield batch
             batch, size = [], 0
@@ -126,20 +139,25 @@ class Scanner:
         self._pool: ProcessPoolExecutor | None = None
 
     def references(self, items: list[str], fs_paths: list[str], advance: Callable[[int], None] = lambda n: None,
-                   file_bytes: int | None = None) -> dict[str, set[str]]:
+                   sizes: list[int] | None = None) -> dict[str, set[str]]:
         """For each of ITEMS (store paths, on disk at FS_PATHS): the store paths
-        it refers to.  ADVANCE gets the bytes read; FILE_BYTES, when known,
-        lets a small scan skip the worker processes."""
+        it refers to.  ADVANCE gets the bytes read.  SIZES (NAR sizes), when
+        known, let workers walk small items themselves, and a small scan skip
+        the workers altogether."""
         found: list[set[bytes]] = [set() for _ in items]
 
         def pieces() -> Iterator[Piece]:
             for i, fs_path in enumerate(fs_paths):
+                if sizes is not None and sizes[i] <= CHUNK:
+                    yield i, fs_path, -1, sizes[i]
+                    continue
                 strings: list[bytes] = []
                 yield from walk_item(i, fs_path, strings)
                 # Names and link targets are short: search them here, item by item.
                 found[i] |= hashes_in(b"/".join(strings), self.hashes)
 
-        if self.jobs == 1 or (self._pool is None and file_bytes is not None and file_bytes < INLINE_BYTES):
+        small = sizes is not None and sum(sizes) < INLINE_BYTES
+        if self.jobs == 1 or (self._pool is None and small):
             self._inline(_batches(pieces()), found, advance)
         else:
             self._in_pool(_batches(pieces()), found, advance)
@@ -150,7 +168,7 @@ class Scanner:
         saved, _candidates = _candidates, self.hashes
         try:
             for batch in batches:
-                _collect(_scan_pieces(batch), found, advance)
+                _collect(_scan_jobs(batch), found, advance)
         finally:
             _candidates = saved
 
@@ -166,7 +184,7 @@ class Scanner:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     _collect(future.result(), found, advance)
-            pending.add(self._pool.submit(_scan_pieces, batch))
+            pending.add(self._pool.submit(_scan_jobs, batch))
         for future in pending:
             _collect(future.result(), found, advance)
 
@@ -185,10 +203,10 @@ class Scanner:
 
 def scan_references(items: list[str], fs_paths: list[str], candidates: dict[bytes, str], *,
                     jobs: int = 0, advance: Callable[[int], None] = lambda n: None,
-                    file_bytes: int | None = None) -> dict[str, set[str]]:
+                    sizes: list[int] | None = None) -> dict[str, set[str]]:
     """One scan with a Scanner of its own."""
     with Scanner(candidates, jobs) as scanner:
-        return scanner.references(items, fs_paths, advance, file_bytes)
+        return scanner.references(items, fs_paths, advance, sizes)
 
 
 def _collect(result, found, advance) -> None:
