@@ -11,7 +11,9 @@ every offset of a run of nix-base32 characters is tried.
 Files are read in CHUNK-sized pieces, each overlapping the one before by 31
 bytes so that a hash split across two reads is still found; pieces are
 scanned by a pool of processes (CPython's bytes methods hold the GIL, so
-threads would not use a second core).  Memory stays bounded: about two
+threads would not use a second core).  Items of at most CHUNK bytes (most
+of them) are walked by the workers too, whole; bigger ones are walked here
+and handed out piece by piece.  Memory stays bounded: about two
 pieces per worker, a window of batches waiting for them, and the names of
 the one item being walked.
 """
