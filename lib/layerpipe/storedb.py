@@ -1,9 +1,11 @@
 """The store database in the image: Guix's or Nix's SQLite file and its links.
 
-`guix`: /var/guix/db/db.sqlite in the schema of the Guix daemon (ValidPaths
-with path, hash, registrationTime, deriver, narSize; Refs with referrer,
-reference), with the GC roots and the profile link `guix pack
---localstatedir` makes (gnu/build/install.scm, install-database-and-gc-roots).
+`guix`: /var/guix/db/db.sqlite in the schema of Nix 1.3 (version 7), which
+the Guix daemon keeps (ValidPaths with path, hash, registrationTime,
+deriver, narSize; Refs with referrer, reference), filled as Guix's
+guix/store/database.scm does, with the GC roots and the profile link `guix
+pack --localstatedir` makes (gnu/build/install.scm,
+install-database-and-gc-roots).
 `nix`: /nix/var/nix/db/db.sqlite in the schema of Nix 2.4 and later (schema
 version 10, also in /nix/var/nix/db/schema, which Nix checks), and a link per
 root under /nix/var/nix/gcroots/docker as nixpkgs' dockerTools makes.
