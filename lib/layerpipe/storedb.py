@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from .errors import LayerpipeError
-from .nar import nar_hash
+from .nar import nar_hash, nar_size
 from .records import Record, need, need_digest, need_path_list, need_size, need_store_path
 
 _REFS = """
@@ -103,13 +103,16 @@ def items_from(records: list[Record], layer_paths: set[str], root: str) -> list[
             raise LayerpipeError(f"two path records for {path}", rec.where)
         seen.add(path)
         digest = need_digest(rec, "narHash") if "narHash" in rec.data else ""
+        size = need_size(rec, "narSize", optional=True)
+        fs_path = os.path.join(root, path.lstrip("/"))
         if not digest:
-            fs_path = os.path.join(root, path.lstrip("/"))
             if not os.path.lexists(fs_path):
                 raise LayerpipeError(f"{path} has no narHash and is not under {root} to compute it "
                                      "(see --root)", rec.where)
             to_hash.append((len(items), fs_path))
-        items.append(Item(path, digest, need_size(rec, "narSize", optional=True) or 0,
+        elif size is None and os.path.lexists(fs_path):
+            size = nar_size(fs_path)  # from names and sizes alone: no file is read
+        items.append(Item(path, digest, size or 0,
                           tuple(need_path_list(rec, "references", optional=True)),
                           need(rec, "deriver", str, optional=True)))
     for item in items:
