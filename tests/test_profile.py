@@ -72,6 +72,15 @@ def test_broken_manifest_is_reported_and_left_aside(tmp_path):
     assert json.loads(proc.stdout.splitlines()[-1])["tags"] == ["profile:latest"]
 
 
+def test_a_file_named_manifest_that_is_not_guix_s_is_ignored(tmp_path):
+    store = build_guix_profile(str(tmp_path / "root"))
+    with open(store.fs(store.paths["profile"]) + "/manifest", "w") as f:
+        f.write("name: my-app\nversion: 2\n")
+    records = _tarred(store.write_graph(str(tmp_path / "graph.refs")), store.root, tmp_path)
+    proc = run_stage("image-assemble", "-o", str(tmp_path / "i.tar"), input=records)
+    assert proc.stderr == b"" and json.loads(proc.stdout.splitlines()[-1])["tags"] == ["profile:latest"]
+
+
 @pytest.mark.nix
 def test_real_nix_env_profile(nix_closure, tmp_path):
     """nix-env builds a real profile (buildEnv, with manifest.nix) offline."""
