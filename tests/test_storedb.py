@@ -106,6 +106,9 @@ def test_guix_database_and_links(store, tmp_path, monkeypatch):
     assert oct((rootfs / "var/guix/db/db.sqlite").stat().st_mode & 0o777) == "0o644"
     assert not (rootfs / "var/guix/db/schema").exists()  # as guix pack: the daemon writes it
     db = sqlite3.connect(rootfs / "var/guix/db/db.sqlite")
+    assert db.execute("pragma integrity_check").fetchall() == [("ok",)]
+    assert db.execute("pragma foreign_key_check").fetchall() == []
+    assert db.execute("pragma journal_mode").fetchall() == [("delete",)]  # no WAL files to ship
     columns = [r[1] for r in db.execute("pragma table_info(ValidPaths)")]
     assert columns == ["id", "path", "hash", "registrationTime", "deriver", "narSize"]
     assert [r[1] for r in db.execute("pragma table_info(Refs)")] == ["referrer", "reference"]
