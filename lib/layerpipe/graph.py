@@ -28,9 +28,12 @@ class Closure:
 def closure_from_records(records: list[Record]) -> Closure:
     """Build the closure from path records; roots as marked, else unreferenced items."""
     closure = Closure()
-    marked, where = [], {}
+    marked, where, store_dir = [], {}, None
     for rec in records:
         path = need_store_path(rec, need(rec, "path", str), "path")
+        store_dir = store_dir or path.rpartition("/")[0]
+        if path.rpartition("/")[0] != store_dir:  # one image, one store
+            raise LayerpipeError(f"{path}: outside the store directory {store_dir}", rec.where)
         if path in closure.references:
             raise LayerpipeError(f"{path}: duplicate path record (first at {where[path]})", rec.where)
         where[path] = rec.where
