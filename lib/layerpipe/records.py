@@ -102,7 +102,8 @@ class RecordReader:
             self._lineno += 1
             try:  # the common case in one C call; anything odd takes the checked way
                 data = loads(line)
-                ok = type(data) is dict and type(data.get("type")) is str and line.endswith(b"\n")
+                ok = (type(data) is dict and type(data.get("type")) is str and line.endswith(b"\n")
+                      and line.count(b"[") + line.count(b"{") <= MAX_DEPTH)
             except orjson.JSONDecodeError:
                 ok = False
             where = f"{name}:{self._lineno}"
