@@ -115,11 +115,13 @@ def refuse_tty(stream: IO[bytes], what: str) -> None:
 def atomic_file(path: str, mode: int = 0o644) -> Iterator[IO[bytes]]:
     """Write PATH through a temp file in its folder, renamed into place on success."""
     folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    except OSError as exc:
-        raise LayerpipeError(f"cannot write here: {exc.strerror}", path) from None
-    try:
+        with signals_held():  # a ^C right after mkstemp still finds TMP to remove
+            try:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+            except OSError as exc:
+                raise LayerpipeError(f"cannot write here: {exc.strerror}", path) from None
         with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
@@ -127,8 +129,22 @@ def atomic_file(path: str, mode: int = 0o644) -> Iterator[IO[bytes]]:
         os.chmod(tmp, mode & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        _unlink_quietly(tmp)
+        if tmp:
+            _unlink_quietly(tmp)
         raise
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block has run (in the main thread):
+    a temp file made in it has its name kept before an interruption is
+    raised, so the cleanup always finds it."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextmanager
