@@ -150,3 +150,17 @@ def test_zstd_output_follows_the_job_size(monkeypatch, tmp_path):
     first = digest("a")
     monkeypatch.setattr(blobs, "ZSTD_JOB", 4 << 20)
     assert digest("b") != first
+
+
+def test_default_jobs_are_twice_the_cpus(monkeypatch, tmp_path):
+    """--jobs 0 (the default) builds two layers per CPU at once."""
+    seen = {}
+    monkeypatch.setattr(layer_tar, "available_cpus", lambda: 3)
+    monkeypatch.setattr(layer_tar, "layer_tar", lambda reader, out, **kw: seen.update(kw))
+    monkeypatch.setattr(layer_tar.cli, "open_input", lambda name: (io.BytesIO(b""), name))
+    with pytest.raises(SystemExit) as status:
+        layer_tar.app(["--blob-dir", str(tmp_path)], standalone_mode=False)
+    assert status.value.code == 0 and seen["jobs"] == 6
+    with pytest.raises(SystemExit):
+        layer_tar.app(["--blob-dir", str(tmp_path), "-j", "5"], standalone_mode=False)
+    assert seen["jobs"] == 5

@@ -24,7 +24,7 @@ from . import cli, graph_formats, scan
 from .errors import LayerpipeError, UsageError
 from .graph_formats import PathInfo
 from .nar import nar_size
-from .graph import leaves_first, referred_to
+from .graph import leaves_first
 from .records import RecordWriter, Header, paused_gc
 from .storepath import check_store_dir, path_pattern, split_store_path
 
@@ -101,16 +101,22 @@ def _conflict(a: PathInfo, b: PathInfo) -> str | None:
     return None
 
 
-def check_closed(closure: dict[str, PathInfo]) -> None:
-    """Every reference names an item of the closure; no cycles but self-references."""
-    number = {path: i for i, path in enumerate(closure)}
+def check_closed(closure: dict[str, PathInfo]) -> set[str]:
+    """Every reference names an item of the closure; no cycles but
+    self-references.  Returns the paths another path refers to."""
+    paths = list(closure)
+    number = dict(zip(paths, range(len(paths))))
     try:  # per reference in C; on a failure, the slow way below finds what to say
         children = [list(map(number.__getitem__, entry.references)) for entry in closure.values()]
     except KeyError:
         _check_refs(closure)   # raises
         raise
+    for path, entry in closure.items():
+        if path in entry.references:
+            children[number[path]].remove(number[path])
     if leaves_first(children, range(len(children)))[1]:
         _check_acyclic(closure)   # says which items lie on or above a cycle
+    return {paths[node] for node in set().union(*children)}
 
 
 def _check_refs(closure: dict[str, PathInfo]) -> None:
@@ -214,8 +220,7 @@ def fill_nar_sizes(closure: dict[str, PathInfo], root: str) -> None:
             entry.narSize = nar_size(_on_disk(entry, root, why))
 
 
-def path_records(closure: dict[str, PathInfo]):
-    referenced = referred_to({path: entry.references for path, entry in closure.items()})
+def path_records(closure: dict[str, PathInfo], referenced: set[str]):
     for path in sorted(closure):
         entry = closure[path]
         rec = {"type": "path", "path": path, "narSize": entry.narSize}
@@ -251,11 +256,11 @@ def closure_read(stream: IO[bytes], name: str, out: IO[bytes], *, root: str = "/
     elif kind == "paths":
         raise LayerpipeError("a list of store paths has no references: add --scan to find them in the items "
                              "(under --root), or give a reference graph", name)
-    check_closed(closure)
+    referenced = check_closed(closure)
     fill_nar_sizes(closure, root)
     writer = RecordWriter(out)
     writer.write(Header(extra={"store_dir": store_dir}).with_stage(PROG))
-    for rec in path_records(closure):
+    for rec in path_records(closure, referenced):
         writer.write(rec)
 
 

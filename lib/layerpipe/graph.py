@@ -1,8 +1,7 @@
 """The closure as layer-split sees it: store paths, references, sizes, roots."""
-from collections import Counter
 from dataclasses import dataclass, field
-from itertools import chain, repeat
-from typing import Collection, Iterable
+from itertools import repeat
+from typing import Iterable
 
 from .errors import LayerpipeError
 from .records import Record, need, need_size, need_store_path
@@ -37,7 +36,7 @@ def closure_from_records(records: list[Record]) -> Closure:
 
     Runs once per record and once per reference on graphs of 100,000 paths,
     so the per-reference work (type checks, dedup, the closed-world check,
-    counting referrers) is done by C loops: map, set, sorted, Counter."""
+    numbering, referrers) is done by C loops: map, set, sorted."""
     closure = Closure()
     references, nar_size = closure.references, closure.nar_size
     marked, where, selfish, store_dir = [], {}, [], None
@@ -78,13 +77,6 @@ def closure_from_records(records: list[Record]) -> Closure:
         referenced = set().union(*numbered)
         closure.roots = [path for node, path in enumerate(paths) if node not in referenced]
     return closure
-
-
-def referred_to(references: dict[str, Collection[str]]) -> set[str]:
-    """The paths some other path refers to (a self-reference does not count);
-    each path's references without repeats.  Per reference in C: Counter."""
-    count = Counter(chain.from_iterable(references.values()))   # referrers, self included
-    return {path for path, n in count.items() if n > 1 or path not in references.get(path, ())}
 
 
 def _stray_reference(references: dict[str, list[str]], where: dict[str, str]) -> None:

@@ -174,7 +174,7 @@ def main(
     compress: str = typer.Option("gzip", "--compress", metavar="gzip|zstd|none", help="Layer compression: gzip, zstd or none."),
     level: int = typer.Option(None, "--level", metavar="N", help="Compression level (gzip 0-9, default 6; zstd 1-19, default 3)."),
     blob_dir: str = typer.Option(None, "--blob-dir", metavar="DIR", help="Where blobs are stored, as blobs/sha256/<hex> (default: $XDG_CACHE_HOME/layerpipe)."),
-    jobs: int = typer.Option(0, "--jobs", "-j", metavar="N", help="Layers built at once (default: the CPUs this process may use)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", metavar="N", help="Layers built at once (default: twice the CPUs this process may use)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, even on a terminal."),
     verify: bool = typer.Option(False, "--verify", help="Rebuild every layer, even those the cache holds, and replace cache entries that differ."),
     prune: float = typer.Option(None, "--prune", metavar="DAYS", help="Instead of tarring: remove cache entries unused for DAYS days and the blobs only they named."),
@@ -188,7 +188,7 @@ def main(
     """
     def body():
         if jobs < 0:
-            raise UsageError("--jobs must be 0 (all CPUs) or more")
+            raise UsageError("--jobs must be 0 (twice the CPUs) or more")
         if prune is not None:
             if prune < 0:
                 raise UsageError("--prune takes a number of days, 0 or more")
@@ -198,7 +198,7 @@ def main(
         stream, name = cli.open_input(input)
         layer_tar(RecordReader(stream, name), sys.stdout.buffer, root=root,
                   blob_dir=blob_dir or default_blob_dir(), compression=compress, level=level,
-                  jobs=jobs or available_cpus(), quiet=quiet, verify=verify, relocate=relocate)
+                  jobs=jobs or 2 * available_cpus(), quiet=quiet, verify=verify, relocate=relocate)
     cli.guard(PROG, body)
 
 

@@ -41,6 +41,9 @@ since nixpkgs takes the unreferenced paths as roots; a reference cycle (which
 sends nixpkgs into endless recursion, and which neither Nix nor Guix can
 produce) is refused with an error.
 """
+from functools import reduce
+from operator import or_
+
 from ..graph import Closure
 from .common import Indexed, Layer, index_closure, set_bits
 
@@ -97,25 +100,23 @@ def _descend(graph: Indexed, cap: int) -> tuple[list[int], list[int], dict[int, 
         reach = 0
         if kids:
             big = chosen[node] = max(kids, key=count.__getitem__)
-            others = 0
-            for kid in kids:
-                if kid != big:
-                    others |= below[kid]
-            rest = others & ~below[big]
+            reach = reduce(or_, map(below.__getitem__, kids))   # the union, in C
+            rest = reach ^ below[big]                            # what the big child lacks
             if rest:
                 rests[node] = rest
-            reach = below[big] | rest
             for kid in kids:
                 waiting[kid] -= 1
                 if not waiting[kid]:
                     below[kid] = 0
-        if reach.bit_count() < cap and all(map(inside.__getitem__, kids)):
+        size = reach.bit_count()
+        if size < cap and all(map(inside.__getitem__, kids)):
             inside[node] = True
             reach |= 1 << len(members)
             members.append(node)
+            size += 1
         if waiting[node]:
             below[node] = reach
-        count[node] = reach.bit_count()
+        count[node] = size
     return members, chosen, rests
 
 
