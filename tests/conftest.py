@@ -33,3 +33,8 @@ def store(tmp_path):
 from tests.support.clients import dockerd, podman, registry  # noqa: E402,F401
 from tests.support.containerd import containerd  # noqa: E402,F401
 from tests.support.nix import nix_closure  # noqa: E402,F401
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.support.counts import summary
+    summary(terminalreporter)

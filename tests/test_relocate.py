@@ -5,11 +5,12 @@ import gzip
 import io
 import json
 import os
+import subprocess
 import tarfile
 
 import pytest
 
-from conftest import run_stage
+from conftest import BIN, run_stage
 from tests.test_errors import fails
 
 from layerpipe.errors import LayerpipeError, UsageError
@@ -101,3 +102,29 @@ def test_collisions_over_the_closure_are_refused(store, split, tmp_path):
                     "--relocate", "/gnu/store=/nix/store", input=split + json.dumps(other).encode() + b"\n")
     assert message == f"--relocate puts {store.paths['app']} at {twin}, where {twin} goes" or \
         message == f"--relocate puts {twin} at {twin}, where {store.paths['app']} goes"
+
+
+@pytest.mark.nix
+@pytest.mark.clients
+def test_relocated_nix_closure_runs_in_podman(nix_closure, podman, tmp_path):
+    """The store items under /opt/store, /nix/store a link to it: the scripts'
+    #! lines and the links between items (all /nix/store/...) still work."""
+    from tests.support.clients import podman_load, podman_run
+    out = tmp_path / "hello.tar"
+    cmd = (f"{BIN}/closure-read | {BIN}/layer-split"
+           f" | {BIN}/layer-tar --root {nix_closure.fs_root} --blob-dir {tmp_path}/blobs"
+           f"   --relocate {nix_closure.store_dir}=/opt/store"
+           f" | {BIN}/image-assemble --tag nix-hello:moved -S {nix_closure.store_dir}=/opt/store"
+           f"   --entrypoint bin/hello -o {out}")
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], input=nix_closure.path_info_json.encode(),
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    names = set()
+    with tarfile.open(out) as image:
+        for layer in json.load(image.extractfile("manifest.json"))[0]["Layers"]:
+            with tarfile.open(fileobj=io.BytesIO(gzip.decompress(image.extractfile(layer).read()))) as tar:
+                names.update(m.name for m in tar)
+    store = nix_closure.store_dir.lstrip("/")
+    assert [n for n in names if n.startswith(store)] == [store]  # the link; the items are under opt/store
+    assert "opt/store/" + nix_closure.path.rsplit("/", 1)[1] in names
+    assert "hello from lib" in podman_run(podman, podman_load(podman, out))

@@ -12,6 +12,7 @@ import pytest
 from conftest import BIN, run_stage
 from layerpipe import scan
 from layerpipe.errors import LayerpipeError
+from layerpipe.nar import nar_size
 from layerpipe.storepath import make_store_path, split_store_path
 
 STORE = "/gnu/store"
@@ -85,8 +86,13 @@ EXPECTED = {A: {A, B}, B: {C}, C: set()}
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_contents_names_and_symlink_targets(items, jobs):
-    assert _scan(items, jobs=jobs) == EXPECTED
+@pytest.mark.parametrize("whole", [False, True], ids=["walked-here", "walked-by-workers"])
+def test_contents_names_and_symlink_targets(items, jobs, whole, monkeypatch):
+    """Items walked by this process and read in pieces, or (their NAR sizes
+    known and small) each walked and read by a worker; in the pool too."""
+    monkeypatch.setattr(scan, "INLINE_BYTES", 0)
+    sizes = [nar_size(items[p]) for p in sorted(items)] if whole else None
+    assert _scan(items, jobs=jobs, sizes=sizes) == EXPECTED
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 31, 32, 33, 4096])
@@ -234,3 +240,55 @@ def test_roots_progress_grows_with_the_closure(tmp_path):
                             f"{A}\n".encode())
     assert status == 0 and shown.count("\n") == 1 and shown.rstrip().endswith("64 MiB")
     assert " 100% " in shown.split("\r")[-2]
+
+
+# -- against a naive search -----------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from layerpipe.storepath import NIX32_ALPHABET  # noqa: E402
+
+
+def naive(data: bytes, candidates) -> set[bytes]:
+    return {data[i:i + 32] for i in range(len(data) - 31)} & set(candidates)
+
+
+# Mostly nix-base32 characters, so that long runs and near-misses are common.
+_bytes = st.lists(st.sampled_from(list(NIX32_ALPHABET.encode()) * 4 + [0, 45, 47, 255]), max_size=300).map(bytes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(st.one_of(_bytes, st.sampled_from([part(A), part(B), part(C)])), max_size=8))
+def test_hashes_in_agrees_with_a_naive_search(chunks):
+    data = b"".join(chunks)
+    assert scan.hashes_in(data, CANDIDATES) == naive(data, CANDIDATES)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.lists(st.sampled_from([b".", b"x", part(A), part(B)[:20], part(C), b"\n"]), max_size=60).map(b"".join),
+       chunk=st.integers(1, 80))
+def test_pieces_find_what_the_whole_file_holds(tmp_path_factory, data, chunk):
+    folder = tmp_path_factory.mktemp("pieces")
+    path = folder / "f"
+    path.write_bytes(data)
+    saved = scan.CHUNK
+    scan.CHUNK = chunk
+    try:
+        found = scan.scan_references([A], [str(path)], CANDIDATES, jobs=1)
+    finally:
+        scan.CHUNK = saved
+    assert found == {A: {CANDIDATES[h] for h in naive(data, CANDIDATES)}}
+
+
+def test_roots_from_a_link_into_a_store_item(items, tmp_path):
+    link = tmp_path / "hello"
+    link.symlink_to(f"{B}/lib/c")  # as $(which hello) points into a profile, then an item
+    out = run_stage("closure-read", "--root", str(tmp_path), "--roots", str(link)).stdout
+    assert [json.loads(line)["path"] for line in out.splitlines()[1:]] == sorted([B, C])
+
+
+def test_roots_from_a_directory_outside_the_store(tmp_path):
+    proc = run_stage("closure-read", "--roots", str(tmp_path), check=False)
+    assert proc.returncode == 1 and proc.stderr.decode() == (
+        f"closure-read: {tmp_path}: {os.path.realpath(tmp_path)} is not in a store item (with --roots, INPUT is "
+        "a store item, a link to one, or a file listing store paths)\n")

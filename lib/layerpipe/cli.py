@@ -5,6 +5,7 @@ Exit statuses: 0 ok, 1 error, 2 usage, 130 interrupted (SIGINT), 141 the
 reader of stdout went away (as a shell reports a SIGPIPE death), 143 SIGTERM.
 """
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -30,9 +31,23 @@ def make_app(help_text: str) -> typer.Typer:
                        help=help_text)
 
 
+_USERINFO = re.compile(r"(\w+://)[^/@\s]*@")
+_SECRET_NAME = re.compile(r"PASS|TOKEN|SECRET|CREDENTIAL|AUTH|API_?KEY", re.IGNORECASE)
+
+
+def redact(message: str) -> str:
+    """MESSAGE without credentials: `user:password@` in URLs and the values of
+    environment variables whose names say they are secret (of 4 characters or more)."""
+    message = _USERINFO.sub(r"\1***@", message)
+    for name, value in os.environ.items():
+        if len(value) >= 4 and _SECRET_NAME.search(name) and value in message:
+            message = message.replace(value, "***")
+    return message
+
+
 def _say(prog: str, message: str) -> None:
     try:
-        sys.stderr.write(f"{prog}: {message}\n")
+        sys.stderr.write(f"{prog}: {redact(message)}\n")
         sys.stderr.flush()
     except OSError:
         pass
@@ -65,7 +80,7 @@ def guard(prog: str, body: Callable[[], None]) -> None:
         _say(prog, "interrupted")
         status = EXIT_SIGINT
     except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
+        where = f"{os.fsdecode(exc.filename)}: " if exc.filename else ""
         _say(prog, f"{where}{exc.strerror or exc}")
         status = EXIT_ERROR
     except SystemExit:
@@ -100,11 +115,13 @@ def refuse_tty(stream: IO[bytes], what: str) -> None:
 def atomic_file(path: str, mode: int = 0o644) -> Iterator[IO[bytes]]:
     """Write PATH through a temp file in its folder, renamed into place on success."""
     folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    except OSError as exc:
-        raise LayerpipeError(f"cannot write here: {exc.strerror}", path) from None
-    try:
+        with signals_held():  # a ^C right after mkstemp still finds TMP to remove
+            try:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+            except OSError as exc:
+                raise LayerpipeError(f"cannot write here: {exc.strerror}", path) from None
         with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
@@ -112,8 +129,22 @@ def atomic_file(path: str, mode: int = 0o644) -> Iterator[IO[bytes]]:
         os.chmod(tmp, mode & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        _unlink_quietly(tmp)
+        if tmp:
+            _unlink_quietly(tmp)
         raise
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block has run (in the main thread):
+    a temp file made in it has its name kept before an interruption is
+    raised, so the cleanup always finds it."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextmanager

@@ -159,10 +159,10 @@ def scan_references(closure: dict[str, PathInfo], root: str, scanner: scan.Scann
     narSize: the progress bar counts it, as more than the files' bytes."""
     paths = sorted(closure)
     fs_paths = [_on_disk(closure[p], root, "scanning reads every item") for p in paths]
-    total = sum(closure[p].narSize for p in paths)
+    sizes = [closure[p].narSize for p in paths]
     start = progress.done
-    found = scanner.references(paths, fs_paths, progress.advance, file_bytes=total)
-    progress.advance(start + total - progress.done)
+    found = scanner.references(paths, fs_paths, progress.advance, sizes)
+    progress.advance(start + sum(sizes) - progress.done)
     for path in paths:
         closure[path].references = dict.fromkeys(sorted(found[path]), closure[path].where)
 
@@ -307,11 +307,20 @@ def main(
 
 
 def _roots_input(input: str) -> tuple[IO[bytes], str]:
-    """With --roots, INPUT may be the root itself: a store item or a link to
-    one, such as ./result or ~/.guix-profile."""
-    if input != "-" and (os.path.islink(input) or os.path.isdir(input)):
-        return io.BytesIO(os.fsencode(os.path.realpath(input)) + b"\n"), input
-    return cli.open_input(input)
+    """With --roots, INPUT may be the root itself: a store item, a link to one
+    (./result, ~/.guix-profile) or to something in one ($(which guile))."""
+    if input == "-" or not (os.path.islink(input) or os.path.isdir(input)):
+        return cli.open_input(input)
+    real = os.path.realpath(input)
+    parts = real.split("/")
+    for end in range(3, len(parts) + 1):  # the shortest prefix that is a store path
+        try:
+            split_store_path("/".join(parts[:end]))
+        except LayerpipeError:
+            continue
+        return io.BytesIO(os.fsencode("/".join(parts[:end])) + b"\n"), input
+    raise LayerpipeError(f"{real} is not in a store item (with --roots, INPUT is a store item, a link to "
+                         "one, or a file listing store paths)", input)
 
 
 def run() -> None:

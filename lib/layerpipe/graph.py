@@ -39,9 +39,12 @@ def closure_from_records(records: list[Record]) -> Closure:
     numbering, referrers) is done by C loops: map, set, sorted."""
     closure = Closure()
     references, nar_size = closure.references, closure.nar_size
-    marked, where, selfish = [], {}, []
+    marked, where, selfish, store_dir = [], {}, [], None
     for rec in records:
         path = need_store_path(rec, need(rec, "path", str), "path")
+        store_dir = store_dir or path.rpartition("/")[0]
+        if path.rpartition("/")[0] != store_dir:  # one image, one store
+            raise LayerpipeError(f"{path}: outside the store directory {store_dir}", rec.where)
         if path in references:
             raise LayerpipeError(f"{path}: duplicate path record (first at {where[path]})", rec.where)
         where[path] = rec.where

@@ -98,8 +98,9 @@ def detect(head: bytes) -> str:
     """Which format a stream starting with HEAD (whole lines) is in.
 
     JSON kinds are refined later.  Of the line formats, the second line tells:
-    empty or a path followed by a count is a deriver (text), another path is
-    a list of paths, anything else is a NAR hash (registration).
+    empty or a path followed by a line that is no path is a deriver (text),
+    another path is a list of paths, anything else is a NAR hash
+    (registration).
     """
     text = head.lstrip()
     if text.startswith(b"["):
@@ -113,10 +114,13 @@ def detect(head: bytes) -> str:
                              "a list of store paths or Nix JSON")
     lines = text.split(b"\n")
     second, third = (lines[1:3] + [None, None])[:2]
+    # After a path, a third line that is no path can only be a text graph's
+    # reference count (read as one, so a bad count is reported as such).
+    counted = bool(third and third.strip()) and not third.lstrip().startswith(b"/")
     if not second:  # empty: no deriver; None: a single path
-        return "text" if second == b"" and third and third.strip().isdigit() else "paths"
+        return "text" if second == b"" and counted else "paths"
     if second.startswith(b"/"):
-        return "text" if third is not None and third.strip().isdigit() else "paths"
+        return "text" if counted else "paths"
     return "registration"
 
 

@@ -204,35 +204,49 @@ def store_db_layer(layout: Layout, given: Input, opts: Options, epoch: int) -> t
                   f"store database: /{storedb.DB_FILES[opts.store_db]} ({len(items)} store items)")
 
 
-def build_layout(given: Input, opts: Options, base: Base | None = None) -> tuple[Layout, dict]:
-    layers, roots = given.layers, given.roots
-    base_layers = base.layers if base else []
-    check_layers(layers, base_layers, opts)
-    epoch = source_date_epoch()
-    created = ic.rfc3339(epoch)
-    symlinks = [extrafiles.parse_symlink(s, _profile(roots)) for s in opts.symlinks]
-    top = extrafiles.top_entries(symlinks)
-    tree = image_tree(layers, base, top)
+def tags_and_env(opts: Options, tree: ImageTree, roots: list[str]) -> tuple[list[str], list[str]]:
+    """The --tag names, else the root profile's or the roots'; the root
+    profile's Env overridden by --env."""
     found = root_profile(tree, roots)
     tags = list(dict.fromkeys(ic.canonical_tag(t) for t in opts.tags)) or [
         ic.canonical_tag(friendly_name(found.names) + ":latest") if found and found.names else default_tag(roots)]
     env = ic.merge_env(environment(found, tree, roots[0]) if found else [],
                        [f"{k}={v}" for k, v in ic.split_pairs(opts.env, "--env")])
-    layout = Layout()
+    return tags, env
+
+
+def add_layers(layout: Layout, given: Input, opts: Options, base: Base | None, symlinks: list,
+               epoch: int) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Every layer's descriptor (with diff_id), base first, and the history
+    entries of the layers image-assemble makes (store database, top)."""
+    base_layers = base.layers if base else []
     for l in base_layers:
         layout.add_blob_from(l["digest"], l["size"], base.source, l["file"])
-    for l in layers:
+    for l in given.layers:
         layout.add_blob_file(l["digest"], l["size"], l["blob"])
     descs = [{**ic.descriptor(l["mediaType"], l["digest"], l["size"]), "diff_id": l["diff_id"]}
-             for l in base_layers + layers]
+             for l in base_layers + given.layers]
     extra = []
     if opts.store_db:
         desc, entry = store_db_layer(layout, given, opts, epoch)
         descs.append(desc)
         extra.append(entry)
-    descs.append(add_extra_layer(layout, layers, top, epoch))
+    descs.append(add_extra_layer(layout, given.layers, extrafiles.top_entries(symlinks), epoch))
     extra.append(("layerpipe image-assemble",
                   "files outside the store: /tmp" + "".join(f", /{n}" for n, _ in symlinks)))
+    return descs, extra
+
+
+def build_layout(given: Input, opts: Options, base: Base | None = None) -> tuple[Layout, dict]:
+    layers, roots = given.layers, given.roots
+    check_layers(layers, base.layers if base else [], opts)
+    epoch = source_date_epoch()
+    created = ic.rfc3339(epoch)
+    symlinks = [extrafiles.parse_symlink(s, _profile(roots)) for s in opts.symlinks]
+    tree = image_tree(layers, base, extrafiles.top_entries(symlinks))
+    tags, env = tags_and_env(opts, tree, roots)
+    layout = Layout()
+    descs, extra = add_layers(layout, given, opts, base, symlinks, epoch)
     config = ic.image_config(
         arch=ic.architecture(opts.arch), created=created, diff_ids=[d["diff_id"] for d in descs],
         history=(base.history if base else []) + _history(layers, created, extra),

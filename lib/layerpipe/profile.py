@@ -49,7 +49,7 @@ class Profile:
 def read_profile(tree: ImageTree, path: str) -> Profile | None:
     """The profile at PATH in the image, or None when it has no manifest."""
     data = tree.read_file(path + "/manifest")
-    if data is not None:
+    if data is not None and _GUIX_START.match(data):  # another program's file named manifest: not a profile
         return guix_manifest(data.decode("utf-8", "replace"), path + "/manifest")
     data = tree.read_file(path + "/manifest.json")
     if data is not None:
@@ -61,6 +61,7 @@ def read_profile(tree: ImageTree, path: str) -> Profile | None:
 
 
 _NIX_PATH = ("PATH", ("bin",), ":", "directory", None)
+_GUIX_START = re.compile(rb"(\s|;[^\n]*\n)*\(\s*manifest[\s)]")
 
 
 def _fail(where: str, what: str):

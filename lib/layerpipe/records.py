@@ -18,6 +18,9 @@ from .storepath import split_store_path
 
 SCHEMA_VERSION = 1
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+# orjson reads any depth but writes at most 255 levels: a deeper record could
+# not be passed on, so it is refused when read, before anything is written.
+MAX_DEPTH = 254
 
 
 @dataclass(slots=True)
@@ -52,7 +55,21 @@ def _parse_line(line: bytes, where: str) -> dict:
         raise LayerpipeError("a record must be a JSON object", where)
     if not isinstance(data.get("type"), str):
         raise LayerpipeError("a record needs a string field 'type'", where)
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
+        raise LayerpipeError(f"a record nested deeper than {MAX_DEPTH} levels", where)
     return data
+
+
+def _depth(value) -> int:
+    deepest, level = 0, [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        level.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
 
 
 def _header_from(data: dict, where: str) -> Header:
@@ -85,7 +102,8 @@ class RecordReader:
             self._lineno += 1
             try:  # the common case in one C call; anything odd takes the checked way
                 data = loads(line)
-                ok = type(data) is dict and type(data.get("type")) is str and line.endswith(b"\n")
+                ok = (type(data) is dict and type(data.get("type")) is str and line.endswith(b"\n")
+                      and line.count(b"[") + line.count(b"{") <= MAX_DEPTH)
             except orjson.JSONDecodeError:
                 ok = False
             where = f"{name}:{self._lineno}"

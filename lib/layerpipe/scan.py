@@ -11,8 +11,11 @@ every offset of a run of nix-base32 characters is tried.
 Files are read in CHUNK-sized pieces, each overlapping the one before by 31
 bytes so that a hash split across two reads is still found; pieces are
 scanned by a pool of processes (CPython's bytes methods hold the GIL, so
-threads would not use a second core).  Memory stays bounded: about two
-pieces per worker, plus a window of pieces waiting to be scanned.
+threads would not use a second core).  Items of at most CHUNK bytes (most
+of them) are walked by the workers too, whole; bigger ones are walked here
+and handed out piece by piece.  Memory stays bounded: about two
+pieces per worker, a window of batches waiting for them, and the names of
+the one item being walked.
 """
 import multiprocessing
 import os
@@ -35,7 +38,8 @@ _RUN = b"\x01" * HASH_LEN
 
 _candidates: frozenset = frozenset()  # a worker's hash parts to look for
 
-Piece = tuple[int, str, int, int]   # (item number, file, start, end)
+# (item number, file, start, end); start -1: the whole item at that path, end its NAR size.
+Piece = tuple[int, str, int, int]
 
 
 def hashes_in(data: bytes, candidates) -> set[bytes]:
@@ -44,7 +48,7 @@ def hashes_in(data: bytes, candidates) -> set[bytes]:
     found = set()
     start = marks.find(_RUN)
     while start >= 0:
-        end = marks.find(b"\0", start)
+        end = marks.find(b"\0", start + HASH_LEN)
         end = len(data) if end < 0 else end
         for i in range(start, end - HASH_LEN + 1):
             part = data[i:i + HASH_LEN]
@@ -54,21 +58,33 @@ def hashes_in(data: bytes, candidates) -> set[bytes]:
     return found
 
 
-def _scan_pieces(pieces: list[Piece]) -> tuple[list[tuple[int, set[bytes]]], int]:
-    """Scan file pieces; ([(item, hashes found)], bytes read)."""
+def _scan_jobs(jobs: list[Piece]) -> tuple[list[tuple[int, set[bytes]]], int]:
+    """Scan file pieces and whole items; ([(item, hashes found)], bytes read)."""
     found, done = [], 0
-    for item, path, start, end in pieces:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        try:
-            begin = max(0, start - OVERLAP)
-            data = os.pread(fd, end - begin, begin)
-        finally:
-            os.close(fd)
-        done += end - start
-        hits = hashes_in(data, _candidates)
+    for item, path, start, end in jobs:
+        if start < 0:  # a whole small item, walked here rather than in the parent
+            strings: list[bytes] = []
+            hits = set()
+            for piece in walk_item(item, path, strings):
+                hits |= _search_piece(*piece[1:])
+                done += piece[3] - piece[2]
+            hits |= hashes_in(b"/".join(strings), _candidates)
+        else:
+            hits = _search_piece(path, start, end)
+            done += end - start
         if hits:
             found.append((item, hits))
     return found, done
+
+
+def _search_piece(path: str, start: int, end: int) -> set[bytes]:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        begin = max(0, start - OVERLAP)
+        data = os.pread(fd, end - begin, begin)
+    finally:
+        os.close(fd)
+    return hashes_in(data, _candidates)
 
 
 def _init_worker(candidates: frozenset) -> None:
@@ -105,7 +121,7 @@ def _batches(pieces: Iterable[Piece]) -> Iterator[list[Piece]]:
     batch, size = [], 0
     for piece in pieces:
         batch.append(piece)
-        size += piece[3] - piece[2]
+        size += piece[3] - max(piece[2], 0)
         if size >= CHUNK or len(batch) >= BATCH_FILES:
             yield batch
             batch, size = [], 0
@@ -125,19 +141,28 @@ class Scanner:
         self._pool: ProcessPoolExecutor | None = None
 
     def references(self, items: list[str], fs_paths: list[str], advance: Callable[[int], None] = lambda n: None,
-                   file_bytes: int | None = None) -> dict[str, set[str]]:
+                   sizes: list[int] | None = None) -> dict[str, set[str]]:
         """For each of ITEMS (store paths, on disk at FS_PATHS): the store paths
-        it refers to.  ADVANCE gets the bytes read; FILE_BYTES, when known,
-        lets a small scan skip the worker processes."""
+        it refers to.  ADVANCE gets the bytes read.  SIZES (NAR sizes), when
+        known, let workers walk small items themselves, and a small scan skip
+        the workers altogether."""
         found: list[set[bytes]] = [set() for _ in items]
-        strings: list[list[bytes]] = [[] for _ in items]
-        batches = _batches(p for i, fs in enumerate(fs_paths) for p in walk_item(i, fs, strings[i]))
-        if self.jobs == 1 or (self._pool is None and file_bytes is not None and file_bytes < INLINE_BYTES):
-            self._inline(batches, found, advance)
+
+        def pieces() -> Iterator[Piece]:
+            for i, fs_path in enumerate(fs_paths):
+                if sizes is not None and sizes[i] <= CHUNK:
+                    yield i, fs_path, -1, sizes[i]
+                    continue
+                strings: list[bytes] = []
+                yield from walk_item(i, fs_path, strings)
+                # Names and link targets are short: search them here, item by item.
+                found[i] |= hashes_in(b"/".join(strings), self.hashes)
+
+        small = sizes is not None and sum(sizes) < INLINE_BYTES
+        if self.jobs == 1 or (self._pool is None and small):
+            self._inline(_batches(pieces()), found, advance)
         else:
-            self._in_pool(batches, found, advance)
-        for i, names in enumerate(strings):
-            found[i] |= hashes_in(b"/".join(names), self.hashes)
+            self._in_pool(_batches(pieces()), found, advance)
         return {item: {self.candidates[h] for h in hits} for item, hits in zip(items, found)}
 
     def _inline(self, batches, found, advance) -> None:
@@ -145,7 +170,7 @@ class Scanner:
         saved, _candidates = _candidates, self.hashes
         try:
             for batch in batches:
-                _collect(_scan_pieces(batch), found, advance)
+                _collect(_scan_jobs(batch), found, advance)
         finally:
             _candidates = saved
 
@@ -161,7 +186,7 @@ class Scanner:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     _collect(future.result(), found, advance)
-            pending.add(self._pool.submit(_scan_pieces, batch))
+            pending.add(self._pool.submit(_scan_jobs, batch))
         for future in pending:
             _collect(future.result(), found, advance)
 
@@ -180,10 +205,10 @@ class Scanner:
 
 def scan_references(items: list[str], fs_paths: list[str], candidates: dict[bytes, str], *,
                     jobs: int = 0, advance: Callable[[int], None] = lambda n: None,
-                    file_bytes: int | None = None) -> dict[str, set[str]]:
+                    sizes: list[int] | None = None) -> dict[str, set[str]]:
     """One scan with a Scanner of its own."""
     with Scanner(candidates, jobs) as scanner:
-        return scanner.references(items, fs_paths, advance, file_bytes)
+        return scanner.references(items, fs_paths, advance, sizes)
 
 
 def _collect(result, found, advance) -> None:

@@ -1,9 +1,11 @@
 """The store database in the image: Guix's or Nix's SQLite file and its links.
 
-`guix`: /var/guix/db/db.sqlite in the schema of the Guix daemon (ValidPaths
-with path, hash, registrationTime, deriver, narSize; Refs with referrer,
-reference), with the GC roots and the profile link `guix pack
---localstatedir` makes (gnu/build/install.scm, install-database-and-gc-roots).
+`guix`: /var/guix/db/db.sqlite in the schema of Nix 1.3 (version 7), which
+the Guix daemon keeps (ValidPaths with path, hash, registrationTime,
+deriver, narSize; Refs with referrer, reference), filled as Guix's
+guix/store/database.scm does, with the GC roots and the profile link `guix
+pack --localstatedir` makes (gnu/build/install.scm,
+install-database-and-gc-roots).
 `nix`: /nix/var/nix/db/db.sqlite in the schema of Nix 2.4 and later (schema
 version 10, also in /nix/var/nix/db/schema, which Nix checks), and a link per
 root under /nix/var/nix/gcroots/docker as nixpkgs' dockerTools makes.
@@ -17,10 +19,11 @@ import heapq
 import os
 import sqlite3
 import tempfile
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 from .errors import LayerpipeError
-from .nar import nar_hash
+from .nar import nar_hash, nar_size
 from .records import Record, need, need_digest, need_path_list, need_size, need_store_path
 
 _REFS = """
@@ -91,26 +94,27 @@ class Item:
 
 def items_from(records: list[Record], layer_paths: set[str], root: str) -> list[Item]:
     """One Item per path record, each checked.  narHash (with narSize) is
-    computed from the item under ROOT when its record has none; every layer
-    member and every reference needs a record."""
-    items, seen = [], set()
+    computed from the item under ROOT when its record has none, items hashed
+    in parallel; every layer member and every reference needs a record."""
+    items, seen, to_hash = [], set(), []
     for rec in records:
         path = need_store_path(rec, need(rec, "path", str), "'path'")
         if path in seen:
             raise LayerpipeError(f"two path records for {path}", rec.where)
         seen.add(path)
+        digest = need_digest(rec, "narHash") if "narHash" in rec.data else ""
         size = need_size(rec, "narSize", optional=True)
-        if "narHash" in rec.data:
-            digest = need_digest(rec, "narHash")
-        else:
-            fs_path = os.path.join(root, path.lstrip("/"))
+        fs_path = os.path.join(root, path.lstrip("/"))
+        if not digest:
             if not os.path.lexists(fs_path):
                 raise LayerpipeError(f"{path} has no narHash and is not under {root} to compute it "
                                      "(see --root)", rec.where)
-            digest, size = nar_hash(fs_path)
-        deriver = need(rec, "deriver", str, optional=True)
-        items.append(Item(path, digest, size if size is not None else 0,
-                          tuple(need_path_list(rec, "references", optional=True)), deriver))
+            to_hash.append((len(items), fs_path))
+        elif size is None and os.path.lexists(fs_path):
+            size = nar_size(fs_path)  # from names and sizes alone: no file is read
+        items.append(Item(path, digest, size or 0,
+                          tuple(need_path_list(rec, "references", optional=True)),
+                          need(rec, "deriver", str, optional=True)))
     for item in items:
         missing = sorted(set(item.references) - seen)
         if missing:
@@ -118,6 +122,9 @@ def items_from(records: list[Record], layer_paths: set[str], root: str) -> list[
     missing = sorted(layer_paths - seen)
     if missing:
         raise LayerpipeError(f"--store-db needs a path record for every store item; {missing[0]} has none")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # hashlib works without the GIL
+        for (i, _), (digest, size) in zip(to_hash, pool.map(lambda job: nar_hash(job[1]), to_hash)):
+            items[i] = replace(items[i], nar_hash=digest, nar_size=size)
     return items
 
 

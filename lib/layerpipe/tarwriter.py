@@ -10,7 +10,9 @@ contents always give the same tar.  The rules (man/layer-tar.1):
   8 GiB and more;
 - owner and group 0 with empty names, device numbers 0, one fixed mtime;
 - modes as a store holds them: directories 0555, files 0555 or 0444 after
-  their owner exec bit, symlinks 0777 (never followed);
+  their owner exec bit, symlinks 0777 (never followed, not even when an
+  entry is swapped for one while the tree is read): no setuid, setgid or
+  sticky bits, no devices, FIFOs or sockets (refused);
 - every file written in full: st_nlink is ignored, so a store deduplicated
   with hard links gives the same tar as one that is not;
 - entries in depth-first order, each directory's children sorted by the
@@ -20,7 +22,7 @@ contents always give the same tar.  The rules (man/layer-tar.1):
 import os
 import stat
 import zlib
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterator
 
 from .errors import LayerpipeError
 
@@ -134,17 +136,16 @@ class TarWriter:
         self.flush()
 
 
-def _read_chunks(path: bytes, size: int, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
+def _read_chunks(f: IO[bytes], size: int, on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
     """The file's bytes, in reads of at most CHUNK sized to the file (a read
     of CHUNK allocates CHUNK), and one byte more, so that a file that grew
-    since its lstat is noticed."""
-    with open(path, "rb", buffering=0) as f:
-        left = size + 1
-        while chunk := f.read(min(CHUNK, left)):
-            if on_bytes:
-                on_bytes(len(chunk))
-            yield chunk
-            left = max(1, left - len(chunk))
+    since its stat is noticed.  F is unbuffered."""
+    left = size + 1
+    while chunk := f.read(min(CHUNK, left)):
+        if on_bytes:
+            on_bytes(len(chunk))
+        yield chunk
+        left = max(1, left - len(chunk))
 
 
 def parent_dirs(store_path: str) -> list[bytes]:
@@ -153,28 +154,57 @@ def parent_dirs(store_path: str) -> list[bytes]:
     return [os.fsencode("/".join(parts[:i + 1])) for i in range(len(parts))]
 
 
+_NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
 def add_tree(tar: TarWriter, fs_path: bytes, name: bytes,
              on_bytes: Callable[[int], None] | None = None,
              should_stop: Callable[[], bool] | None = None) -> None:
-    """Add the tree at FS_PATH as NAME, depth first, children sorted by name."""
-    stack = [(fs_path, name)]
-    while stack:
-        if should_stop and should_stop():
-            raise LayerpipeError("stopped")
-        path, arcname = stack.pop()
-        st = os.lstat(path)
-        mode = st.st_mode
-        if stat.S_ISDIR(mode):
-            tar.add_dir(arcname)
-            children = sorted(os.listdir(path), reverse=True)
-            stack.extend((os.path.join(path, c), arcname + b"/" + c) for c in children)
-        elif stat.S_ISREG(mode):
+    """Add the tree at FS_PATH as NAME, depth first, children sorted by name.
+
+    Below FS_PATH every entry is reached through its directory's descriptor
+    and opened with O_NOFOLLOW: a file or directory swapped for a symlink
+    while the tree is read is refused, never followed out of the tree (and
+    no name is limited by PATH_MAX)."""
+    # (directory fd or None, name in it, name in the tar, path for messages); ints: fds to close
+    stack: list = [(None, fs_path, name, fs_path)]
+    try:
+        while stack:
+            if should_stop and should_stop():
+                raise LayerpipeError("stopped")  # another layer failed: its error is the one shown
+            item = stack.pop()
+            if isinstance(item, int):
+                os.close(item)
+                continue
             try:
-                tar.add_file(arcname, 0o555 if mode & 0o100 else 0o444, st.st_size,
-                             _read_chunks(path, st.st_size, on_bytes))
+                _add_entry(tar, stack, *item, on_bytes)
+            except OSError as exc:
+                raise LayerpipeError(f"{os.fsdecode(item[3])}: {exc.strerror or exc}") from None
             except LayerpipeError as exc:
-                raise LayerpipeError(f"{os.fsdecode(path)}: {exc.message}") from None
-        elif stat.S_ISLNK(mode):
-            tar.add_symlink(arcname, os.readlink(path))
-        else:
-            raise LayerpipeError(f"{os.fsdecode(path)}: special file (device, fifo or socket) in a store item")
+                raise LayerpipeError(f"{os.fsdecode(item[3])}: {exc.message}") from None
+    finally:
+        for item in stack:
+            if isinstance(item, int):
+                os.close(item)
+
+
+def _add_entry(tar: TarWriter, stack: list, parent: int | None, entry: bytes, arcname: bytes, shown: bytes,
+               on_bytes: Callable[[int], None] | None) -> None:
+    mode = os.lstat(entry, dir_fd=parent).st_mode
+    if stat.S_ISDIR(mode):
+        fd = os.open(entry, _NOFOLLOW | os.O_DIRECTORY, dir_fd=parent)
+        stack.append(fd)
+        tar.add_dir(arcname)
+        children = sorted((os.fsencode(c) for c in os.listdir(fd)), reverse=True)
+        stack.extend((fd, c, arcname + b"/" + c, shown + b"/" + c) for c in children)
+    elif stat.S_ISREG(mode):
+        with os.fdopen(os.open(entry, _NOFOLLOW, dir_fd=parent), "rb", buffering=0) as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise LayerpipeError("changed while being read")
+            tar.add_file(arcname, 0o555 if st.st_mode & 0o100 else 0o444, st.st_size,
+                         _read_chunks(f, st.st_size, on_bytes))
+    elif stat.S_ISLNK(mode):
+        tar.add_symlink(arcname, os.readlink(entry, dir_fd=parent))
+    else:
+        raise LayerpipeError("special file (device, fifo or socket) in a store item")

@@ -19,6 +19,7 @@ import tempfile
 from typing import Iterator
 
 from ..blobs import hash_file
+from ..cli import signals_held
 from ..errors import LayerpipeError
 from ..imageconfig import canonical_json
 from .layout import Blob, Layout, copy_checked
@@ -31,11 +32,13 @@ def write_dir(layout: Layout, path: str) -> None:
     path = os.path.abspath(path)
     parent, base = os.path.split(path)
     with _locked(path) as existing:
+        tmp = None
         try:
-            tmp = tempfile.mkdtemp(dir=parent, prefix=f".{base}.", suffix=".tmp")
-        except OSError as exc:
-            raise LayerpipeError(f"cannot write here: {exc.strerror}", path) from None
-        try:
+            with signals_held():  # a ^C right after mkdtemp still finds TMP to remove
+                try:
+                    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{base}.", suffix=".tmp")
+                except OSError as exc:
+                    raise LayerpipeError(f"cannot write here: {exc.strerror}", path) from None
             os.makedirs(os.path.join(tmp, "blobs", "sha256"), exist_ok=True)
             index = layout.files["index.json"]
             if existing:
@@ -45,7 +48,8 @@ def write_dir(layout: Layout, path: str) -> None:
             os.chmod(tmp, 0o755)
             _swap_in(tmp, path)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
 
 
