@@ -25,7 +25,6 @@ import pytest
 
 from tests.support import images
 
-STORE_DIR = "/gnu/store"
 
 
 def item(subs: dict, key: str = "A") -> str:
