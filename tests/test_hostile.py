@@ -9,11 +9,11 @@ Substitutions in a case's strings: @A@ @B@ @C@ (store paths under /gnu/store),
 @out@ (image-assemble's -o), @HEADER@ (a schema 1 header), @LONG@ (4,000
 bytes of name), @DEEP@ and @DEEP200@ (JSON lists nested 100,000 and 200
 deep), @shared@ (where the shared tarred records' blobs are), and what a fixture
-(tests/hostile/fixtures.py) adds.
+(tests/hostile/fixtures.py) adds (@base@, @previous@, ...).
 """
-import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -157,7 +157,6 @@ def test_hostile_case(case, shared, tmp_path):
         return
     prefix = case["stage"] + ": "
     assert (proc.returncode, err.count("\n"), err[:len(prefix)]) == (case["status"], 1, prefix), err
-    import re
     message = err[len(prefix):-1]
     assert re.search(substitute(case["stderr"], subs), message), f"{message!r} !~ {case['stderr']!r}"
     check_nothing_left(case, subs, proc.stdout)

@@ -4,6 +4,7 @@ while the tree is read); produced tars hold no absolute names, no `..`, no
 setuid/setgid bits, no devices; the cache index is input too and is checked;
 errors and records never show credentials.  (Records naming blobs or digests
 that lie: the `lt-untrusted-*` and `ia-blob-*` cases of tests/hostile.)"""
+import hashlib
 import io
 import json
 import os
@@ -135,7 +136,6 @@ def test_the_cache_index_is_checked_not_trusted(tmp_path):
     (root / A.lstrip("/") / "f").write_bytes(b"a\n")
     blobs = tmp_path / "blobs"
     (blobs / "index").mkdir(parents=True)
-    import hashlib
     passwd = open("/etc/passwd", "rb").read()
     digest = "sha256:" + hashlib.sha256(passwd).hexdigest()
     entry = {"diff_id": digest, "digest": digest, "size": len(passwd), "uncompressed_size": len(passwd),

@@ -11,6 +11,7 @@ first, each as (member store paths, digest or None).
 import os
 import re
 import tarfile
+import zlib
 from typing import IO
 
 import zstandard
@@ -30,7 +31,7 @@ def read_previous(path: str, store_dir: str | None) -> list[PreviousLayer]:
                 return _from_layout(src, store_dir)
         with open(path, "rb") as f:
             return _from_records(f, path)
-    except (OSError, tarfile.TarError, ValueError, KeyError, zstandard.ZstdError) as exc:
+    except (OSError, EOFError, zlib.error, tarfile.TarError, ValueError, KeyError, zstandard.ZstdError) as exc:
         raise LayerpipeError(f"cannot read the previous build: {exc}", path) from None
 
 

@@ -25,7 +25,6 @@ import pytest
 
 from tests.support import images
 
-STORE_DIR = "/gnu/store"
 
 
 def item(subs: dict, key: str = "A") -> str:
@@ -441,3 +440,23 @@ def check_layer_records_replaced(proc, subs):
     layer = _first_layer(recs)
     assert layer["digest"] != "sha256:" + "0" * 64 and not layer["blob"].startswith("/etc")
     assert os.path.isfile(layer["blob"])
+
+
+def _previous_layout(tmp, damage) -> dict:
+    """An OCI layout whose one gzip layer blob DAMAGE rewrites (its digest then lies)."""
+    root = os.path.join(tmp, "previous")
+    made = images.oci_layout(root, [images.tar_bytes(("dir", "gnu"), ("file", "gnu/x", b"x" * 5000))])
+    blob = os.path.join(root, "blobs", "sha256", made["layers"][0]["digest"][7:])
+    with open(blob, "rb") as f:
+        data = f.read()
+    with open(blob, "wb") as f:
+        f.write(damage(data))
+    return {"previous": root}
+
+
+def previous_truncated_gzip(tmp, shared, subs):
+    return _previous_layout(tmp, lambda data: data[:2])
+
+
+def previous_corrupt_deflate(tmp, shared, subs):
+    return _previous_layout(tmp, lambda data: data[:12] + bytes([data[12] ^ 0xFF, 0xFF, 0xFF]) + data[15:])
