@@ -196,7 +196,7 @@ def read_json(data: bytes, name: str, fmt: str, attr: str | None) -> Iterator[Pa
 def _object_items(doc: dict, name: str, fmt: str, attr: str | None):
     keyed = doc and all(k.startswith("/") for k in doc)
     if fmt == "json-object" or (fmt == "auto" and keyed and attr is None):
-        return [(k, v, f"{name}: {k}") for k, v in doc.items()]
+        return [(k, v, f"{name}: {_shown(k)}") for k, v in doc.items()]
     graphs = [k for k, v in doc.items()
               if isinstance(v, list) and v and all(isinstance(e, dict) and "path" in e for e in v)]
     if attr is not None:
@@ -209,11 +209,16 @@ def _object_items(doc: dict, name: str, fmt: str, attr: str | None):
     return [(e.get("path"), e, f"{name}: {graphs[0]}[{i}]") for i, e in enumerate(doc[graphs[0]])]
 
 
+def _shown(text) -> str:
+    """TEXT for an error message: as it is, or quoted when it would break the line."""
+    return text if isinstance(text, str) and text.isprintable() else repr(text)
+
+
 def _entry(path, entry, where) -> PathInfo:
     if not isinstance(entry, dict):
         raise LayerpipeError("not a valid store path (Nix printed no information for it)", where)
     if entry.get("valid") is False:
-        raise LayerpipeError(f"{path}: not a valid store path in the store that printed it", where)
+        raise LayerpipeError(f"{_shown(path)}: not a valid store path in the store that printed it", where)
     refs = entry.get("references", [])
     if not isinstance(path, str) or not isinstance(refs, list) or not all(map(isinstance, refs, repeat(str))):
         raise LayerpipeError("needs 'path' (string) and 'references' (list of strings)", where)
