@@ -274,6 +274,10 @@ def test_nix_manifests_answer_or_refuse(text):
     settle("nix-manifest", targets.nix_manifest, text.encode("utf-8", "surrogatepass"))
 
 
+def mutate_blob(blob: bytes, data) -> bytes:
+    return mutate(blob, data.draw)
+
+
 # -- base images (image-assemble --base, layer-split --previous) -----------------------------------
 
 @fuzz(600)
@@ -287,9 +291,12 @@ def test_base_images_answer_or_refuse(tmp_path_factory, image):
 
 
 @fuzz(600)
-@given(IMAGES.map(lambda image: image.layer_blob()))
+@given(st.one_of(IMAGES.map(lambda image: image.layer_blob()),
+                 st.builds(mutate_blob, IMAGES.map(lambda image: image.layer_blob()), st.data())))
+@example(b"\x28\xb5\x2f\xfd" + b"garbage" * 10)  # a ZstdError out of the image tree, once
 def test_layer_blobs_answer_or_refuse(blob):
     settle("layer-blob", targets.layer_blob, blob)
+    settle("image-tree", targets.image_tree, blob)
 
 
 # -- the tar writer: generated trees round-trip ----------------------------------------------------

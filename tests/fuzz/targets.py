@@ -16,7 +16,7 @@ from layerpipe import closure_read, image_assemble, layer_split, profile, sexp
 from layerpipe.base_image import open_base
 from layerpipe.errors import LayerpipeError
 from layerpipe.graph_formats import FORMATS
-from layerpipe.imagetree import ImageTree
+from layerpipe.imagetree import ImageTree, Layer
 from layerpipe.layerscan import scan_layer
 from layerpipe.previous import _from_records, read_previous
 from layerpipe.records import RecordReader
@@ -106,6 +106,13 @@ def layer_blob(blob: bytes):
     return scan_layer(io.BytesIO(blob), len(blob), "fuzz")
 
 
+def image_tree(blob: bytes) -> list:
+    """What image-assemble reads of a layer to find an entry point or a profile."""
+    tree = ImageTree([Layer(lambda: io.BytesIO(blob), None, "fuzz")], {})
+    found = [tree.resolve(name) for name in ("a", "b/c", "link1/x", "gnu/store", "lib/passwd", "b/link2/a")]
+    return found + [tree.read_file("a"), sorted(tree.children("b"))]
+
+
 def base_image(path: str, ref: str | None = None):
     """A Docker archive or OCI layout as --base reads it, and as --previous does."""
     with open_base(path, ref, "amd64") as base:
@@ -124,6 +131,7 @@ BYTE_TARGETS = {
     "guix-manifest": lambda data: guix_manifest(data.decode("utf-8", "replace")),
     "nix-manifest": nix_manifest,
     "layer-blob": layer_blob,
+    "image-tree": image_tree,
 }
 
 
