@@ -155,6 +155,8 @@ def read_paths(lines: Iterable[bytes], name: str) -> Iterator[PathInfo]:
 def _number(lineno: int, text: str, name: str, what: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise LayerpipeError(f"expected a {what}, got {text!r}", f"{name}:{lineno}")
+    if len(text) > 18 and int(text) >= 1 << 63:  # no store holds that much; records could not carry it
+        raise LayerpipeError(f"{what} {text[:30]} is too large", f"{name}:{lineno}")
     return int(text)
 
 
