@@ -204,6 +204,7 @@ def record_streams(draw):
 def test_record_readers_answer_or_refuse(data, strategy, max_layers):
     settle("records", targets.records, data)
     settle("layer-split", targets.split, data, strategy, max_layers)
+    settle("layer-tar-input", targets.tar_input, data)
     settle("assemble-input", targets.assemble_input, data)
     settle("previous-records", targets.previous_records, data)
 
@@ -348,7 +349,8 @@ def test_atheris_finds_no_crash(tmp_path):
     (tmp_path / "corpus").mkdir()
     proc = subprocess.run([sys.executable, harness, "all", f"-max_total_time={ATHERIS_SECONDS}",
                            f"-artifact_prefix={tmp_path}/", "-print_final_stats=1", str(tmp_path / "corpus")],
-                          capture_output=True, timeout=ATHERIS_SECONDS + 120, cwd=tmp_path)
+                          capture_output=True, timeout=ATHERIS_SECONDS + 120, cwd=tmp_path,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})  # libFuzzer ends without atexit
     err = proc.stderr.decode(errors="replace")
     assert proc.returncode == 0, f"atheris found a crash:\n{err[-3000:]}"
     runs = re.search(r"Done (\d+) runs", err)

@@ -5,14 +5,16 @@ LayerpipeError (UsageError included), never another exception and never a
 hang.  `settle` runs one and counts it; tests/test_fuzz.py (hypothesis) and
 tests/fuzz/atheris_fuzz.py (coverage-guided) share these entry points.
 """
+import atexit
 import collections
 import contextlib
 import io
 import os
+import shutil
 import signal
 import tempfile
 
-from layerpipe import closure_read, image_assemble, layer_split, profile, sexp
+from layerpipe import closure_read, image_assemble, layer_split, layer_tar, profile, sexp
 from layerpipe.base_image import open_base
 from layerpipe.errors import LayerpipeError
 from layerpipe.graph_formats import FORMATS
@@ -25,6 +27,7 @@ TIME_LIMIT = 20  # seconds for one input: far above any honest one, and no hang 
 COUNTS: collections.Counter = collections.Counter()
 # An empty directory as --root: every store item is missing from it.
 EMPTY_ROOT = tempfile.mkdtemp(prefix="layerpipe-fuzz-root-")
+atexit.register(shutil.rmtree, EMPTY_ROOT, True)
 
 
 class Hang(Exception):
@@ -77,6 +80,14 @@ def split(data: bytes, strategy: str = "stable", max_layers: int = 100) -> bytes
     return out.getvalue()
 
 
+def tar_input(data: bytes) -> bytes:
+    """layer-tar's reading and checking of its records, on a store where no item exists."""
+    out = io.BytesIO()
+    layer_tar.layer_tar(RecordReader(io.BytesIO(data), "fuzz"), out, root=EMPTY_ROOT, blob_dir=EMPTY_ROOT,
+                        compression="none", level=None, jobs=1, quiet=True)
+    return out.getvalue()
+
+
 def assemble_input(data: bytes):
     """image-assemble's reading and checking of its records (nothing is written)."""
     return image_assemble.collect(RecordReader(io.BytesIO(data), "fuzz"))
@@ -125,6 +136,7 @@ BYTE_TARGETS = {
     **{f"graph-{fmt}": (lambda fmt: lambda data: graph(data, fmt))(fmt) for fmt in FORMATS},
     "records": records,
     "layer-split": split,
+    "layer-tar-input": tar_input,
     "assemble-input": assemble_input,
     "previous-records": previous_records,
     "sexp": lambda data: sexpr(data.decode("utf-8", "replace")),
