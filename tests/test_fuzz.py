@@ -5,16 +5,17 @@ umoci, as exactly the tree it was made from.
 
 Inputs come three ways: raw bytes; documents built to be nearly right (a valid
 graph, record stream, manifest or image with one part changed at random); and
-valid documents with bytes flipped, cut or inserted.  LAYERPIPE_FUZZ_EXAMPLES=N
-runs N examples per property instead of the few the default run affords (the
-whole file stays within about two minutes); the number of inputs tried is
-printed at the end.  Inputs that once broke a parser stay as @example cases.
+valid documents with bytes flipped, cut or inserted.  Then atheris fuzzes the
+same parsers coverage-guided from the seeds in tests/fuzz/corpus.
+LAYERPIPE_FUZZ_EXAMPLES=N runs N examples per property and
+LAYERPIPE_ATHERIS_SECONDS=S runs atheris S seconds, instead of what the default
+run affords (the whole file stays within about two minutes); the number of
+inputs tried is printed at the end.  Inputs that once broke a parser stay as
+@example cases (and in the corpus).
 """
 import io
 import json
 import os
-import stat
-import tarfile
 
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings, strategies as st

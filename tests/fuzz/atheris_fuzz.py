@@ -26,7 +26,7 @@ with atheris.instrument_imports(include=["layerpipe"]):
     import layerpipe.base_image, layerpipe.closure_read, layerpipe.graph_formats  # noqa: E401,E402,F401
     import layerpipe.image_assemble, layerpipe.layer_split, layerpipe.layerscan  # noqa: E401,E402,F401
     import layerpipe.previous, layerpipe.profile, layerpipe.records, layerpipe.sexp  # noqa: E401,E402,F401
-    import layerpipe.storepath, layerpipe.graph, layerpipe.strategies  # noqa: E401,E402,F401
+    import layerpipe.storepath, layerpipe.graph, layerpipe.strategies  # noqa: E401,E402,F401  # pyflakes: ignore
 
 from tests.fuzz import targets  # noqa: E402
 
