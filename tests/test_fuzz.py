@@ -224,8 +224,7 @@ ATOMS = st.one_of(st.sampled_from(["#t", "#f", "#:key", "'x", ".", "#xyz", "-12"
                                    '"\\x41;"', '"\\xZZ;"', '"\\x110000;"', '"\\q"', '"a\\"b"', "#|c|#", ";c\n"]),
                   st.text(st.characters(blacklist_categories=("Cs",)), max_size=6).map(json.dumps),
                   st.from_regex(r"[a-z0-9.:/-]{1,6}", fullmatch=True))
-SEXPS = st.recursive(ATOMS, lambda kids: st.lists(kids, max_size=5).map(lambda xs: "(" + " ".join(xs) + ")"),
-                     max_leaves=25)
+SEXPS = st.deferred(lambda: st.one_of(ATOMS, ATOMS, st.lists(SEXPS, max_size=4).map(lambda xs: "(" + " ".join(xs) + ")")))
 
 
 @st.composite
