@@ -13,6 +13,7 @@ run affords (the whole file stays within about two minutes); the number of
 inputs tried is printed at the end.  Inputs that once broke a parser stay as
 @example cases (and in the corpus).
 """
+import contextlib
 import io
 import json
 import os
@@ -44,9 +45,12 @@ def report_counts(request):
     yield
     total = sum(targets.COUNTS.values())
     line = f"fuzz: {total} inputs tried: " + ", ".join(f"{k} {v}" for k, v in sorted(targets.COUNTS.items()))
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
     if reporter is not None:
-        reporter.write_line(line)
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.write("\n")
+            reporter.write_line(line)
     if os.environ.get("LAYERPIPE_FUZZ_REPORT"):
         with open(os.environ["LAYERPIPE_FUZZ_REPORT"], "a") as f:
             f.write(line + "\n")
