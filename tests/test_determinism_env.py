@@ -1,5 +1,6 @@
 """Same store contents, same image bytes, whatever the environment and the
-file system say: umask, TZ, locale, PYTHONHASHSEED, working directory, the
+file system say: umask, TZ, locale (C, C.UTF-8, POSIX, a Turkish and a
+Latin-1 one made with localedef), PYTHONHASHSEED, working directory, the
 order the store was written in, the order of its inodes, and whether
 identical files are hard-linked (`guix gc --optimize`, `nix-store --optimise`).
 
@@ -32,6 +33,9 @@ VARIANTS = {
     "TZ far from UTC": {"env": {"TZ": "Pacific/Chatham", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0"}},
     "LC_ALL=C": {"env": {"TZ": "UTC", "LC_ALL": "C", "PYTHONHASHSEED": "0"}},
     "LANG=POSIX, no LC_ALL": {"env": {"TZ": "UTC", "LANG": "POSIX", "PYTHONHASHSEED": "0"}},
+    # compiled by localedef into a private LOCPATH (the locales fixture)
+    "LC_ALL=tr_TR.UTF-8": {"env": {"TZ": "UTC", "LC_ALL": "tr_TR.UTF-8", "PYTHONHASHSEED": "0"}},
+    "LC_ALL=de_DE.ISO-8859-1": {"env": {"TZ": "UTC", "LC_ALL": "de_DE.ISO-8859-1", "PYTHONHASHSEED": "0"}},
     "PYTHONHASHSEED=random": {"env": {"TZ": "UTC", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "random"}},
     "PYTHONHASHSEED=4242": {"env": {"TZ": "UTC", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "4242"}},
     "working directory /": {"cwd": "/"},
@@ -139,7 +143,7 @@ def build_from(tmp, store: StoreFixture, variant: dict = BASELINE) -> dict:
     out = tmp / "out"
     out.mkdir()
     env = {k: v for k, v in os.environ.items()
-           if k not in ("SOURCE_DATE_EPOCH", "XDG_CACHE_HOME", "TZ", "LANG", "LANGUAGE", "PYTHONHASHSEED")
+           if k not in ("SOURCE_DATE_EPOCH", "XDG_CACHE_HOME", "TZ", "LANG", "LANGUAGE", "LOCPATH", "PYTHONHASHSEED")
            and not k.startswith("LC_")}
     env.update(variant["env"])
     tar = f"{BIN}/layer-tar --root {store.root} -j 2"
@@ -168,14 +172,39 @@ def read_tree(root) -> dict[str, bytes]:
     return found
 
 
+LOCALES = {"tr_TR.UTF-8": ("tr_TR", "UTF-8"), "de_DE.ISO-8859-1": ("de_DE", "ISO-8859-1")}
+
+
+@pytest.fixture(scope="module")
+def locales(tmp_path_factory) -> str:
+    """A LOCPATH with a Turkish locale (its dotless i breaks case mapping) and
+    a Latin-1 one (Python's file system encoding is then ISO-8859-1)."""
+    from tests.support.clients import missing
+
+    folder = tmp_path_factory.mktemp("locales")
+    for name, (source, charset) in LOCALES.items():
+        proc = subprocess.run(["localedef", "-i", source, "-f", charset, str(folder / name)], capture_output=True)
+        if proc.returncode != 0:
+            missing(f"localedef cannot make {name} (Debian's locales package): {proc.stderr.decode()[-200:]}")
+    return str(folder)
+
+
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
     return build(tmp_path_factory.mktemp("det") / "baseline", BASELINE)
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_same_bytes_whatever_the_environment(baseline, tmp_path, name):
-    built = build(tmp_path / "variant", {**BASELINE, **VARIANTS[name]})
+def test_same_bytes_whatever_the_environment(baseline, tmp_path, name, request):
+    variant = {**BASELINE, **VARIANTS[name]}
+    if variant["env"].get("LC_ALL") in LOCALES:
+        variant["env"] = {**variant["env"], "LOCPATH": request.getfixturevalue("locales")}
+        check = subprocess.run(["python3", "-c", "import locale, sys; locale.setlocale(locale.LC_ALL, ''); "
+                                "print(sys.getfilesystemencoding())"], env={**os.environ, **variant["env"]},
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr  # the locale is really there
+        assert (check.stdout.strip() == "iso8859-1") == ("ISO" in name)
+    built = build(tmp_path / "variant", variant)
     problems = [f"{fmt}: {diff}" for fmt in FORMATS if (diff := image_difference(baseline[fmt], built[fmt]))]
     assert not problems, f"{name} changed the image:\n" + "\n".join(problems)
 
