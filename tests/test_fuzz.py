@@ -221,6 +221,34 @@ def test_record_readers_on_random_bytes(data):
     settle("layer-split", targets.split, data)
 
 
+@settings(max_examples=EXAMPLES // 10 or 12, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+@pytest.mark.parametrize("stage", ["closure-read", "layer-split", "layer-tar", "image-assemble"])
+def test_stages_answer_or_refuse_through_the_cli(tmp_path_factory, stage, data):
+    """As a user sees it: exit 0, or 1 or 2 with one `stage: ...` line on
+    stderr and no internal error; a refused image leaves no file behind."""
+    import subprocess
+
+    from conftest import BIN
+
+    stdin = data.draw(graph_inputs())[0] if stage == "closure-read" else data.draw(record_streams())
+    tmp = tmp_path_factory.mktemp("cli")
+    args = {"closure-read": ["--root", str(tmp)], "layer-split": [],
+            "layer-tar": ["--root", str(tmp), "--blob-dir", str(tmp / "blobs")],
+            "image-assemble": ["-o", str(tmp / "out" / "image.tar")]}[stage]
+    (tmp / "out").mkdir()
+    proc = subprocess.run([str(BIN / stage), *args], input=stdin, capture_output=True, timeout=60,
+                          env={**os.environ, "LAYERPIPE_DEBUG": "0"})
+    targets.COUNTS[f"cli {stage}"] += 1
+    err = proc.stderr.decode(errors="replace")
+    event(f"cli {stage}: exit {proc.returncode}")
+    assert proc.returncode in (0, 1, 2), (proc.returncode, err)
+    if proc.returncode:
+        assert err.count("\n") == 1 and err.startswith(f"{stage}: "), err
+        assert "internal error" not in err, err
+        assert not os.listdir(tmp / "out"), os.listdir(tmp / "out")
+
+
 # -- s-expressions and profiles --------------------------------------------------------------------
 
 ATOMS = st.one_of(st.sampled_from(["#t", "#f", "#:key", "'x", ".", "#xyz", "-12", "+3", "manifest", "version",
