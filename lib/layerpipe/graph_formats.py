@@ -159,6 +159,8 @@ def read_paths(lines: Iterable[bytes], name: str) -> Iterator[PathInfo]:
 def _number(lineno: int, text: str, name: str, what: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise LayerpipeError(f"expected a {what}, got {text!r}", f"{name}:{lineno}")
+    if len(text) > 18 and int(text) >= 1 << 63:  # no store holds that much; records could not carry it
+        raise LayerpipeError(f"{what} {text[:30]} is too large", f"{name}:{lineno}")
     return int(text)
 
 
@@ -200,7 +202,7 @@ def read_json(data: bytes, name: str, fmt: str, attr: str | None) -> Iterator[Pa
 def _object_items(doc: dict, name: str, fmt: str, attr: str | None):
     keyed = doc and all(k.startswith("/") for k in doc)
     if fmt == "json-object" or (fmt == "auto" and keyed and attr is None):
-        return [(k, v, f"{name}: {k}") for k, v in doc.items()]
+        return [(k, v, f"{name}: {_shown(k)}") for k, v in doc.items()]
     graphs = [k for k, v in doc.items()
               if isinstance(v, list) and v and all(isinstance(e, dict) and "path" in e for e in v)]
     if attr is not None:
@@ -213,11 +215,16 @@ def _object_items(doc: dict, name: str, fmt: str, attr: str | None):
     return [(e.get("path"), e, f"{name}: {graphs[0]}[{i}]") for i, e in enumerate(doc[graphs[0]])]
 
 
+def _shown(text) -> str:
+    """TEXT for an error message: as it is, or quoted when it would break the line."""
+    return text if isinstance(text, str) and text.isprintable() else repr(text)
+
+
 def _entry(path, entry, where) -> PathInfo:
     if not isinstance(entry, dict):
         raise LayerpipeError("not a valid store path (Nix printed no information for it)", where)
     if entry.get("valid") is False:
-        raise LayerpipeError(f"{path}: not a valid store path in the store that printed it", where)
+        raise LayerpipeError(f"{_shown(path)}: not a valid store path in the store that printed it", where)
     refs = entry.get("references", [])
     if not isinstance(path, str) or not isinstance(refs, list) or not all(map(isinstance, refs, repeat(str))):
         raise LayerpipeError("needs 'path' (string) and 'references' (list of strings)", where)

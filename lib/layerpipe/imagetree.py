@@ -12,6 +12,8 @@ import posixpath
 import tarfile
 from typing import Callable, IO
 
+import zstandard
+
 from .errors import LayerpipeError
 from .formats.source import decompressed
 
@@ -68,7 +70,7 @@ class Layer:
                 with tarfile.open(fileobj=stream, mode="r|") as tar:
                     for member in tar:
                         yield member, tar
-        except (tarfile.TarError, OSError, EOFError) as exc:
+        except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as exc:
             raise LayerpipeError(f"cannot read the layer: {exc}", self.where) from None
 
     def read(self, name: str, limit: int) -> bytes:

@@ -97,11 +97,18 @@ def _entry(entry, where: str) -> list:
 
 def _transitive_specs(entry: list, where: str, version: int, depth: int = 0) -> list[tuple]:
     parts = {p[0]: p[1:] for p in entry[4:] if isinstance(p, list) and p and isinstance(p[0], sexp.Symbol)}
-    specs = [_spec(s, where) for s in (parts.get("search-paths") or [[]])[0]]
+    specs = [_spec(s, where) for s in _list_part(parts, "search-paths", where)]
     if version >= 3 and depth < 100:  # propagated inputs are entries themselves
-        for dep in (parts.get("propagated-inputs") or [[]])[0]:
+        for dep in _list_part(parts, "propagated-inputs", where):
             specs += _transitive_specs(_entry(dep, where), where, version, depth + 1)
     return specs
+
+
+def _list_part(parts: dict, key: str, where: str) -> list:
+    value = (parts.get(key) or [[]])[0]
+    if not isinstance(value, list):
+        _fail(where, f"({key} ...) does not hold a list")
+    return value
 
 
 def _spec(spec, where: str) -> tuple:

@@ -28,6 +28,7 @@ class Keyword(str):
 
 DOT = Symbol(".")
 _TOKEN = re.compile(r"""\s+|;[^\n]*|#\|.*?\|#|[()']|"(?:[^"\\]|\\.)*"|[^\s()'";]+""", re.S)
+_HEX = re.compile(r"[0-9a-fA-F]{1,8}")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "f": "\f", "v": "\v", "0": "\0",
             "\\": "\\", '"': '"', "\n": ""}
 
@@ -42,10 +43,11 @@ def _string(body: str, where: str) -> str:
             continue
         nxt = body[i + 1]
         if nxt == "x":  # \xNN; as Guile writes non-printing characters
-            end = body.index(";", i) if ";" in body[i:] else -1
-            if end < 0:
+            end = body.find(";", i)
+            digits = body[i + 2:end] if end > 0 else ""
+            if not _HEX.fullmatch(digits) or int(digits, 16) > 0x10FFFF:
                 raise LayerpipeError("bad \\x escape in a string", where)
-            out.append(chr(int(body[i + 2:end], 16)))
+            out.append(chr(int(digits, 16)))
             i = end + 1
             continue
         if nxt not in _ESCAPES:

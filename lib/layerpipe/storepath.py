@@ -25,6 +25,8 @@ def check_store_dir(store_dir: str) -> str:
         raise LayerpipeError(f"{store_dir!r}: store directory must be absolute, without trailing slash")
     if any(p in ("", ".", "..") for p in parts[1:]) or "\0" in store_dir:
         raise LayerpipeError(f"{store_dir!r}: store directory must not contain '.', '..' or '//'")
+    if not store_dir.isprintable():
+        raise LayerpipeError(f"{store_dir!r}: store directory must not contain control characters")
     return store_dir
 
 
