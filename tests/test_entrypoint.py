@@ -30,6 +30,12 @@ def test_absolute_entrypoint_through_a_symlink_of_the_top_layer(tarred, tmp_path
     assert _entrypoint(tarred, tmp_path, "-S", "/usr/bin=bin", "--entrypoint", "/usr/bin/app") == ["/usr/bin/app"]
 
 
+def test_arguments_follow_in_order_with_an_absolute_entrypoint(tarred, tmp_path):
+    app = tarred["store"].paths["app"]
+    assert _entrypoint(tarred, tmp_path, "--entrypoint", f"{app}/bin/app", "-A", "--one", "--entrypoint-arg",
+                       "two words", "-A", "-v") == [f"{app}/bin/app", "--one", "two words", "-v"]
+
+
 def test_absolute_link_into_another_store_item(tarred, tmp_path):
     libfoo = tarred["store"].paths["libfoo"]  # lib/libc-link -> <glibc>/lib/libc.so.6 (0555)
     assert _entrypoint(tarred, tmp_path, "--entrypoint", f"{libfoo}/lib/libc-link") == [f"{libfoo}/lib/libc-link"]

@@ -150,11 +150,11 @@ def root_profile(tree: ImageTree, roots: list[str]) -> Profile | None:
 
 
 def default_tag(roots: list[str]) -> str:
-    """The roots' names joined with '-', shortened to 40 characters, tag latest."""
+    """The roots' names joined with '-' as guix pack joins a profile's
+    (friendly_name: names dropped from the end until under 40 characters),
+    a single long name cut to 40; tag latest."""
     names = [name_of(r) for r in roots] or ["layerpipe"]
-    while len(names) > 1 and len("-".join(names)) > 40:
-        names.pop()
-    return ic.canonical_tag("-".join(names)[:40] + ":latest")
+    return ic.canonical_tag(friendly_name(names)[:40] + ":latest")
 
 
 def _history(layers: list[dict], created: str, extra: list[tuple[str, str]]) -> list[dict]:
