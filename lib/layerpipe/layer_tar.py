@@ -16,7 +16,8 @@ from typing import IO
 import typer
 
 from . import cli
-from .blobs import BlobInfo, BlobWriter, check_level, compression_threads, default_blob_dir, hash_file
+from .blobs import (BlobInfo, BlobWriter, check_level, compression_threads, default_blob_dir, hash_file,
+                    return_big_buffers)
 from .cache import Cache, layer_key
 from .epoch import source_date_epoch
 from .errors import LayerpipeError, UsageError
@@ -130,6 +131,8 @@ def layer_tar(reader: RecordReader, out: IO[bytes], *, root: str, blob_dir: str,
         found = {i: builder.lookup(p) for i, p in layers.items()}
         done = {i: _described(records[i], cached) for i, (_, cached) in found.items() if cached and not verify}
         todo = {i: p for i, p in layers.items() if i not in done}
+        if todo and compression != "none":
+            return_big_buffers()   # or RSS grows with the length of the run
         nar_sizes = {r.data.get("path"): r.data.get("narSize") for r in records if r.type == "path"}
         sizes = {i: _layer_size(p, nar_sizes, root) for i, p in todo.items()}
         threads = compression_threads(sizes, cpus, jobs)
